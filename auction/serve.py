@@ -1,0 +1,77 @@
+"""Running the marketplace: resolve Redis (embedded when none is named) and run uvicorn."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from auction.app import create_app
+from auction.embedded import EmbeddedRedis
+from auction.settings import Settings
+
+SETTINGS_ENV = "AUCTION_SETTINGS_JSON"  # how the parent hands settings to uvicorn's workers
+log = logging.getLogger("auction.serve")
+
+
+def configure_logging(level: str) -> None:
+    """Readable one-line logs: time, level, logger, message."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+@contextmanager
+def redis_for(settings: Settings) -> Iterator[Settings]:
+    """Yield settings with a redis_url: the given one, or an embedded Redis started here."""
+    if settings.redis_url:
+        yield settings
+        return
+    server = EmbeddedRedis(settings.data_dir)
+    url = server.start()
+    log.info("embedded Redis serving %s (append-only files in %s)", url, settings.data_dir)
+    try:
+        yield settings.model_copy(update={"redis_url": url})
+    finally:
+        server.stop()
+
+
+def app_from_env() -> FastAPI:
+    """The app factory uvicorn's worker processes call (settings come from the parent)."""
+    data = json.loads(os.environ[SETTINGS_ENV])
+    return create_app(Settings.model_validate(data))
+
+
+def serve(settings: Settings) -> None:
+    """Run the marketplace until interrupted."""
+    with redis_for(settings) as resolved:
+        log.info("marketplace on http://%s:%d", resolved.host, resolved.port)
+        if resolved.workers == 1:
+            uvicorn.run(
+                create_app(resolved),
+                host=resolved.host,
+                port=resolved.port,
+                log_level=resolved.log_level,
+                access_log=False,
+            )
+            return
+        payload = resolved.model_dump(mode="json")
+        if resolved.admin_token is not None:
+            payload["admin_token"] = resolved.admin_token.get_secret_value()
+        os.environ[SETTINGS_ENV] = json.dumps(payload)
+        uvicorn.run(
+            "auction.serve:app_from_env",
+            factory=True,
+            host=resolved.host,
+            port=resolved.port,
+            workers=resolved.workers,
+            log_level=resolved.log_level,
+            access_log=False,
+        )
