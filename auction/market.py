@@ -48,7 +48,7 @@ class Market:
         for task in self._tasks:
             try:
                 await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down anyway
+            except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
         await self.redis.aclose()
@@ -58,7 +58,7 @@ class Market:
         problems: list[str] = []
         try:
             await self.redis.ping()
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        except Exception as exc:
             problems.append(f"redis: {type(exc).__name__}")
         return problems
 

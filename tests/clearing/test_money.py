@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clearing.money import MoneyError, format_price, format_usd, parse_price, parse_usd, picos_to_nanos
+from clearing.money import (
+    MoneyError,
+    format_price,
+    format_usd,
+    parse_price,
+    parse_usd,
+    picos_to_nanos,
+)
 
 
 def test_price_parses_strings_numbers_and_decimals_alike() -> None:
