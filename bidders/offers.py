@@ -1,0 +1,231 @@
+"""Checking one OFFER object of a quote against the catalogue, and building the engine's Offer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from clearing.catalogue import Catalogue, ModelInfo
+from clearing.money import MoneyError, PriceMicros, parse_price
+from clearing.types import FEATURES, QUANTIZATIONS, Offer
+
+OFFER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REGION = re.compile(r"[A-Za-z0-9._-]{1,32}")
+MIN_TTL_MS = 1_000
+MAX_CONCURRENCY = 100_000
+# Generous sanity caps: a figure above these is a bidder bug, not a real capability.
+MAX_TOKENS_PER_MINUTE = 10**12
+MAX_TTFT_MS = 600_000
+MAX_OUTPUT_TOKENS_PER_S = 1_000_000
+MAX_UPSTREAM_MODEL_CHARS = 256
+
+_FIELDS = frozenset(
+    {
+        "offer_id",
+        "model",
+        "upstream_model",
+        "input_usd_per_mtok",
+        "output_usd_per_mtok",
+        "cached_input_usd_per_mtok",
+        "quantization",
+        "capacity",
+        "latency",
+        "context_window",
+        "max_output_tokens",
+        "features",
+        "region",
+        "ttl_ms",
+    }
+)
+_CAPACITY_FIELDS = frozenset({"concurrency", "tokens_per_minute"})
+_LATENCY_FIELDS = frozenset({"ttft_ms", "output_tokens_per_s"})
+
+
+class OfferInvalid(ValueError):
+    """One offer that cannot be taken; the message says why, for the `reject`."""
+
+
+@dataclass(frozen=True, slots=True)
+class OfferRules:
+    """What an offer is checked against: the catalogue and the server's ttl bounds."""
+
+    catalogue: Catalogue
+    default_ttl_ms: int
+    max_ttl_ms: int
+
+
+def offer_id_of(raw: object) -> str | None:
+    """The offer's `offer_id` when it is a valid one, else None."""
+    if isinstance(raw, Mapping):
+        value = raw.get("offer_id")
+        if isinstance(value, str) and OFFER_ID.fullmatch(value):
+            return value
+    return None
+
+
+def parse_offer(raw: object, provider: str, rules: OfferRules) -> Offer:
+    """Check one OFFER and merge it with the catalogue into an `Offer` (seq 0: the book sets it).
+
+    Raises:
+        OfferInvalid: the first problem found, worded for the bidder.
+    """
+    if not isinstance(raw, Mapping):
+        raise OfferInvalid("an offer must be a JSON object")
+    unknown = sorted(str(k) for k in raw if k not in _FIELDS)
+    if unknown:
+        raise OfferInvalid(f"unknown field(s): {', '.join(_show(k) for k in unknown)}")
+    offer_id = offer_id_of(raw)
+    if offer_id is None:
+        raise OfferInvalid("offer_id must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+    info = _model(raw.get("model"), rules.catalogue)
+    input_price = _price(raw, "input_usd_per_mtok", required=True)
+    cached = _price(raw, "cached_input_usd_per_mtok", required=False) or input_price
+    if cached > input_price:
+        raise OfferInvalid("cached_input_usd_per_mtok must not exceed input_usd_per_mtok")
+    concurrency, tokens_per_minute = _capacity(raw.get("capacity"))
+    ttft_ms, tokens_per_s = _latency(raw.get("latency"))
+    return Offer(
+        provider=provider,
+        offer_id=offer_id,
+        model=info.id,
+        input_price=input_price,
+        output_price=_price(raw, "output_usd_per_mtok", required=True),
+        cached_input_price=cached,
+        concurrency=concurrency,
+        quality=info.quality,
+        context_window=_narrowed(raw, "context_window", info.context_window),
+        max_output_tokens=_narrowed(raw, "max_output_tokens", info.max_output_tokens),
+        features=_features(raw.get("features"), info),
+        seq=0,
+        upstream_model=_upstream_model(raw.get("upstream_model"), info.id),
+        quantization=_quantization(raw.get("quantization")),
+        tokens_per_minute=tokens_per_minute,
+        ttft_ms=ttft_ms,
+        output_tokens_per_s=tokens_per_s,
+        region=_region(raw.get("region")),
+        ttl_ms=_ttl(raw.get("ttl_ms"), rules),
+    )
+
+
+def _show(value: object) -> str:
+    """A value quoted for a message, cut short so a huge field cannot bloat the reply."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _int(value: object, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise OfferInvalid(f"{name} must be an integer from {lo} to {hi}")
+    return value
+
+
+def _optional_int(value: object, name: str, hi: int) -> int | None:
+    return None if value is None else _int(value, name, 1, hi)
+
+
+def _model(value: object, catalogue: Catalogue) -> ModelInfo:
+    if not isinstance(value, str):
+        raise OfferInvalid("model must be a string naming a catalogue model")
+    info = catalogue.get(value)
+    if info is None:
+        raise OfferInvalid(f"model {_show(value)} is not in the catalogue")
+    return info
+
+
+def _price(raw: Mapping[str, object], name: str, *, required: bool) -> PriceMicros:
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise OfferInvalid(f"{name} is required")
+        return PriceMicros(0)
+    try:
+        return parse_price(value)
+    except MoneyError as exc:
+        raise OfferInvalid(f"{name} {exc}") from None
+
+
+def _capacity(value: object) -> tuple[int, int | None]:
+    if not isinstance(value, Mapping):
+        raise OfferInvalid("capacity must be an object with concurrency")
+    unknown = sorted(str(k) for k in value if k not in _CAPACITY_FIELDS)
+    if unknown:
+        raise OfferInvalid(f"unknown field(s) in capacity: {', '.join(map(_show, unknown))}")
+    concurrency = _int(value.get("concurrency"), "capacity.concurrency", 1, MAX_CONCURRENCY)
+    tpm = value.get("tokens_per_minute")
+    return concurrency, _optional_int(tpm, "capacity.tokens_per_minute", MAX_TOKENS_PER_MINUTE)
+
+
+def _latency(value: object) -> tuple[int | None, int | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, Mapping):
+        raise OfferInvalid("latency must be an object")
+    unknown = sorted(str(k) for k in value if k not in _LATENCY_FIELDS)
+    if unknown:
+        raise OfferInvalid(f"unknown field(s) in latency: {', '.join(map(_show, unknown))}")
+    return (
+        _optional_int(value.get("ttft_ms"), "latency.ttft_ms", MAX_TTFT_MS),
+        _optional_int(
+            value.get("output_tokens_per_s"), "latency.output_tokens_per_s", MAX_OUTPUT_TOKENS_PER_S
+        ),
+    )
+
+
+def _narrowed(raw: Mapping[str, object], name: str, ceiling: int) -> int:
+    value = raw.get(name)
+    if value is None:
+        return ceiling
+    if isinstance(value, int) and not isinstance(value, bool) and value > ceiling:
+        raise OfferInvalid(f"{name} may narrow the catalogue's {ceiling}, never widen it")
+    return _int(value, name, 1, ceiling)
+
+
+def _features(value: object, info: ModelInfo) -> frozenset[str]:
+    if value is None:
+        return info.features
+    if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+        raise OfferInvalid("features must be a list of strings")
+    unknown = sorted(set(value) - FEATURES)
+    if unknown:
+        raise OfferInvalid(f"unknown feature(s): {', '.join(map(_show, unknown))}")
+    wider = sorted(set(value) - info.features)
+    if wider:
+        raise OfferInvalid(f"the catalogue's {info.id} lacks feature(s): {', '.join(wider)}")
+    return frozenset(value)
+
+
+def _upstream_model(value: object, model: str) -> str:
+    if value is None:
+        return model
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_UPSTREAM_MODEL_CHARS
+        or not value.isprintable()
+    ):
+        raise OfferInvalid(
+            f"upstream_model must be 1 to {MAX_UPSTREAM_MODEL_CHARS} printable characters"
+        )
+    return value
+
+
+def _quantization(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in QUANTIZATIONS:
+        raise OfferInvalid(f"quantization must be one of {', '.join(sorted(QUANTIZATIONS))}")
+    return value
+
+
+def _region(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not REGION.fullmatch(value):
+        raise OfferInvalid("region must be 1 to 32 characters of A-Z a-z 0-9 . _ -")
+    return value
+
+
+def _ttl(value: object, rules: OfferRules) -> int:
+    if value is None:
+        return rules.default_ttl_ms
+    return _int(value, "ttl_ms", MIN_TTL_MS, rules.max_ttl_ms)
