@@ -4,6 +4,7 @@ Layout and why: each Lua script may touch only keys of one Redis Cluster hash sl
 grouped by the hash tag in braces:
 
     {b:MODEL}   the book of one model: its offers, indexes, reservations, change stream, health
+    {p:NAME}    where each of provider NAME's offers is: offer id -> model (withdraw by offer id)
     {k:KEY_ID}  one client key: its record, budget, holds and rate counters
     {keys}      the index from a key's token hash to its id, and the list of keys
     {prov}      provider registrations and the index from bidder-token hash to provider
@@ -46,8 +47,16 @@ class Keys:
         return f"{self.book_tag(model)}:inflight:{ref}"
 
     def tokens_window(self, model: str, ref: str) -> str:
-        """Sorted set: reservation id -> ms, scored tokens in a member suffix; tokens per minute."""
+        """Sorted set: reservation id -> ms reserved, for tokens per minute (amounts beside)."""
         return f"{self.book_tag(model)}:tpm:{ref}"
+
+    def tokens_amounts(self, model: str, ref: str) -> str:
+        """Hash: reservation id -> tokens (estimate, then actual) in the window; "" -> total."""
+        return f"{self.book_tag(model)}:tpm_amounts:{ref}"
+
+    def reservations(self, model: str) -> str:
+        """Sorted set: every reservation of the model's offers -> expires_ms, for the sweep."""
+        return f"{self.book_tag(model)}:reservations"
 
     def session_offers(self, model: str, session: str) -> str:
         """Set: refs a bidder session posted for the model (cancel on disconnect)."""
@@ -57,6 +66,10 @@ class Keys:
         """Stream: every change to the model's book (replicas and the feed follow it)."""
         return f"{self.book_tag(model)}:changes"
 
+    def book_version(self, model: str) -> str:
+        """Counter: changes ever made to the model's book; each stream entry carries it as `n`."""
+        return f"{self.book_tag(model)}:version"
+
     def book_seq(self, model: str) -> str:
         """Counter: time priority for new or re-priced offers of the model."""
         return f"{self.book_tag(model)}:seq"
@@ -64,6 +77,11 @@ class Keys:
     def health(self, model: str, ref: str) -> str:
         """Hash: failures in a row, cool-down end, observed TTFT and output speed."""
         return f"{self.book_tag(model)}:health:{ref}"
+
+    # -- provider offer locations: slot {p:PROVIDER} -------------------------------------------
+    def provider_offers(self, provider: str) -> str:
+        """Hash: offer id -> model whose book holds (or last held) the provider's offer."""
+        return f"{self.prefix}:{{p:{provider}}}:offers"
 
     # -- client keys: slots {k:KEY_ID} and {keys} ----------------------------------------------
     def account(self, key_id: str) -> str:
@@ -116,6 +134,10 @@ class Keys:
         """Stream: public trades (no client identity), for the feed."""
         return f"{self.prefix}:{{feed}}:trades"
 
+    def trades_version(self) -> str:
+        """Counter: trades ever published; each trade entry carries it as `n` (gaps = trimmed)."""
+        return f"{self.prefix}:{{feed}}:trades_version"
+
     def clearing_record(self, clearing_id: str) -> str:
         """String: one clearing record as JSON, with a TTL."""
         return f"{self.prefix}:clearing:{clearing_id}"
@@ -128,3 +150,21 @@ class Keys:
     def control_channel(self) -> str:
         """Channel: provider removed, key revoked: every process drops its caches and sessions."""
         return f"{self.prefix}:control"
+
+    # -- added for accounts (holds remember their period; settle marks are pruned by age) --------
+    def hold_periods(self, key_id: str) -> str:
+        """Hash: hold id -> budget period id it was taken in (its charge counts there)."""
+        return f"{self.prefix}:{{k:{key_id}}}:hold_periods"
+
+    def settled_order(self, key_id: str) -> str:
+        """Sorted set: hold id -> settled ms, so old `settled_holds` marks can be pruned."""
+        return f"{self.prefix}:{{k:{key_id}}}:settled_order"
+
+    # -- added for passive health (client side): what changed, so processes read only that ----
+    def health_changes(self, model: str) -> str:
+        """Sorted set: ref -> health change number of its latest change (processes poll it)."""
+        return f"{self.book_tag(model)}:health_changes"
+
+    def health_version(self, model: str) -> str:
+        """Counter: health changes ever recorded for the model's offers."""
+        return f"{self.book_tag(model)}:health_version"

@@ -1,0 +1,108 @@
+"""The offer's wire form: exact prices, the interface's nesting, and a lossless round trip."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from auction.offer_codec import offer_from_json, offer_to_json
+from clearing.money import MAX_PRICE_MICROS, PriceMicros
+from clearing.types import FEATURES, QUANTIZATIONS, Offer
+
+_prices = st.integers(min_value=1, max_value=MAX_PRICE_MICROS).map(PriceMicros)
+_names = st.text(min_size=1, max_size=20)
+_counts = st.integers(min_value=1, max_value=10**12)
+
+offers = st.builds(
+    Offer,
+    provider=_names,
+    offer_id=_names,
+    model=_names,
+    input_price=_prices,
+    output_price=_prices,
+    cached_input_price=_prices,
+    concurrency=_counts,
+    quality=st.integers(min_value=0, max_value=100),
+    context_window=_counts,
+    max_output_tokens=_counts,
+    features=st.frozensets(st.sampled_from(sorted(FEATURES))),
+    seq=st.integers(min_value=0, max_value=2**53),
+    upstream_model=st.text(max_size=20),
+    quantization=st.none() | st.sampled_from(sorted(QUANTIZATIONS)),
+    tokens_per_minute=st.none() | _counts,
+    ttft_ms=st.none() | _counts,
+    output_tokens_per_s=st.none() | _counts,
+    region=st.none() | _names,
+    ttl_ms=_counts,
+)
+
+
+@given(offers)
+def test_round_trip_through_json_text(offer: Offer) -> None:
+    assert offer_from_json(json.loads(json.dumps(offer_to_json(offer)))) == offer
+
+
+def test_wire_form_follows_the_interface() -> None:
+    offer = Offer(
+        provider="acme",
+        offer_id="llama-70b-fast",
+        model="llama-3.1-70b-instruct",
+        input_price=PriceMicros(590_000),
+        output_price=PriceMicros(790_000),
+        cached_input_price=PriceMicros(300_000),
+        concurrency=64,
+        quality=80,
+        context_window=131_072,
+        max_output_tokens=8192,
+        features=frozenset({"tools", "json_mode", "streaming"}),
+        seq=7,
+        upstream_model="meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo",
+        quantization="fp8",
+        tokens_per_minute=2_000_000,
+        ttft_ms=250,
+        output_tokens_per_s=180,
+        region="us",
+        ttl_ms=15_000,
+    )
+    assert offer_to_json(offer) == {
+        "offer_id": "llama-70b-fast",
+        "model": "llama-3.1-70b-instruct",
+        "provider": "acme",
+        "upstream_model": "meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo",
+        "input_usd_per_mtok": "0.59",
+        "output_usd_per_mtok": "0.79",
+        "cached_input_usd_per_mtok": "0.3",
+        "quantization": "fp8",
+        "capacity": {"concurrency": 64, "tokens_per_minute": 2_000_000},
+        "latency": {"ttft_ms": 250, "output_tokens_per_s": 180},
+        "context_window": 131_072,
+        "max_output_tokens": 8192,
+        "features": ["json_mode", "streaming", "tools"],
+        "region": "us",
+        "ttl_ms": 15_000,
+        "quality": 80,
+        "seq": 7,
+    }
+
+
+def test_absent_optionals_are_left_out() -> None:
+    offer = Offer(
+        provider="p",
+        offer_id="o",
+        model="m",
+        input_price=PriceMicros(1),
+        output_price=PriceMicros(2),
+        cached_input_price=PriceMicros(1),
+        concurrency=1,
+        quality=50,
+        context_window=1000,
+        max_output_tokens=100,
+        features=frozenset(),
+        seq=1,
+    )
+    wire = offer_to_json(offer)
+    assert wire["capacity"] == {"concurrency": 1}
+    assert not {"upstream_model", "quantization", "latency", "region"} & wire.keys()
+    assert wire["input_usd_per_mtok"] == "0.000001"
