@@ -1,0 +1,78 @@
+"""Per-key request rate limits, shared by every server process through Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.resources import files
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from auction.errors import InvalidRequest, RateLimited
+from auction.keys import Keys
+
+WINDOW_MS = 60_000
+
+
+def _lua(redis: aioredis.Redis, name: str) -> AsyncScript:
+    """Register auction/lua/NAME.lua (a private loader until auction/scripts.py replaces it)."""
+    return redis.register_script(files("auction").joinpath(f"lua/{name}.lua").read_text())
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """Whether a request may go ahead; if not, how long until one would be allowed."""
+
+    allowed: bool
+    retry_after_ms: int
+
+
+class RateLimiter:
+    """A sliding window per key, estimated from this minute's and the last minute's counters.
+
+    The estimate weighs the last minute's count by how much of it still lies inside the sliding
+    minute (as Cloudflare's limiter does): no burst of twice the limit at a window edge, and two
+    small counters per key instead of a log of every request. Windows follow `clock` (epoch ms);
+    the servers' clocks are assumed to agree to well within a minute.
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, clock: Callable[[], int] = _wall_ms):
+        self._redis = redis
+        self._keys = keys
+        self._clock = clock
+        self._hit = _lua(redis, "rate_hit")
+
+    async def hit(self, key_id: str, limit_per_minute: int) -> RateDecision:
+        """Count one request for the key if it is within the limit; refused ones do not count."""
+        if isinstance(limit_per_minute, bool) or not isinstance(limit_per_minute, int):
+            raise InvalidRequest("limit_per_minute must be a whole number")
+        if limit_per_minute < 1:
+            raise InvalidRequest("limit_per_minute must be at least 1")
+        now = self._clock()
+        window, elapsed = divmod(now, WINDOW_MS)
+        allowed, retry = await self._hit(
+            keys=[self._keys.rate(key_id, window), self._keys.rate(key_id, window - 1)],
+            args=[limit_per_minute, elapsed, WINDOW_MS],
+        )
+        return RateDecision(bool(allowed), int(retry))
+
+    async def enforce(self, key_id: str, limit_per_minute: int) -> None:
+        """`hit`, raising when refused.
+
+        Raises:
+            RateLimited: with a Retry-After header in whole seconds (rounded up).
+        """
+        decision = await self.hit(key_id, limit_per_minute)
+        if not decision.allowed:
+            seconds = -(-decision.retry_after_ms // 1000)
+            raise RateLimited(
+                f"rate limit of {limit_per_minute} requests per minute reached; "
+                f"retry in {seconds} s",
+                headers={"retry-after": str(seconds)},
+            )
