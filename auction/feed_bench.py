@@ -1,0 +1,294 @@
+"""Feed fan-out benchmark: delay from `Book.upsert` to delivery at many WebSocket subscribers.
+
+The server (replica, hub and the real `/v1/feed` route under uvicorn) runs in a child process, as
+in production. The subscribers run in this process as lean raw-socket WebSocket clients, so that
+the figures measure the server rather than a client library: each one only splits frames and
+reads the change number out of the update's `upstream_model` ("bench-<k>"). Every change is to a
+different offer than the last few, so a delivery is only conflated if the server falls seconds
+behind; `delivered` against `expected` shows whether it did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import time
+from array import array
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from multiprocessing.connection import Connection
+
+import redis.asyncio as aioredis
+import uvicorn
+from fastapi import FastAPI
+
+from auction.accounts import Accounts
+from auction.book import Book
+from auction.feed_hub import FeedHub
+from auction.keys import Keys
+from auction.replica import BookReplica
+from auction.routes.feed import feed_router
+from clearing.money import Nanos, PriceMicros
+from clearing.types import Offer
+
+MODEL = "gpt-4o"
+OFFERS = 200  # the bench re-quotes these in turn
+_MARK = b'"upstream_model":"bench-'
+
+
+async def bench_feed(redis_url: str, prefix: str, quick: bool) -> dict[str, object]:
+    """Fan-out of 100 book changes/s to 1,000 subscribers for 10 s (quick: 100 for 3 s)."""
+    subscribers, seconds = (100, 3) if quick else (1_000, 10)
+    return await fan_out(redis_url, prefix, subscribers=subscribers, rate=100, seconds=seconds)
+
+
+async def fan_out(
+    redis_url: str, prefix: str, *, subscribers: int, rate: int, seconds: int
+) -> dict[str, object]:
+    """Run one fan-out measurement; the keys under `prefix` are deleted afterwards.
+
+    Returns p50/p99/max delay in ms from just before `Book.upsert` to the frame's arrival, and
+    how many deliveries arrived out of subscribers × changes.
+    """
+    redis = aioredis.Redis.from_url(redis_url)
+    keys = Keys(prefix)
+    book = Book(redis, keys)
+    try:
+        _, token = await Accounts(redis, keys).create_key("feed-bench", Nanos(10**9), "total")
+        await book.upsert("bench", [_offer(i, -1) for i in range(OFFERS)])
+        with _ServerProcess(redis_url, prefix) as server:
+            sent: dict[int, float] = {}
+            delays = array("d")
+            async with _subscribers(server.port, token, subscribers, sent, delays):
+                cpu = (server.cpu_s(), time.process_time())
+                changes = await _drive(book, sent, rate, seconds)
+                await _settle(delays, subscribers * changes, timeout=10)
+                server_cpu, client_cpu = server.cpu_s() - cpu[0], time.process_time() - cpu[1]
+        ms = sorted(d * 1000 for d in delays)
+        return {
+            "subscribers": subscribers,
+            "changes_per_s": rate,
+            "changes": changes,
+            "expected": subscribers * changes,
+            "delivered": len(ms),
+            "p50_ms": round(_pct(ms, 50), 2),
+            "p99_ms": round(_pct(ms, 99), 2),
+            "max_ms": round(ms[-1], 2) if ms else None,
+            "mean_ms": round(statistics.fmean(ms), 2) if ms else None,
+            # CPU seconds the server process used per message sent: independent of what else
+            # runs on the machine (NaN where /proc is unavailable).
+            "server_cpu_us_per_message": round(server_cpu / max(1, len(ms)) * 1e6, 2),
+            "server_cpu_s": round(server_cpu, 2),
+            "bench_process_cpu_s": round(client_cpu, 2),
+        }
+    finally:
+        stale = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
+        for i in range(0, len(stale), 1000):
+            await redis.delete(*stale[i : i + 1000])
+        await redis.aclose()
+
+
+def _offer(i: int, change: int) -> Offer:
+    return Offer(
+        provider="bench", offer_id=f"o{i}", model=MODEL,
+        input_price=PriceMicros(100_000 + i), output_price=PriceMicros(300_000 + i),
+        cached_input_price=PriceMicros(50_000), concurrency=64, quality=90,
+        context_window=128_000, max_output_tokens=4096, features=frozenset({"streaming"}),
+        seq=0, upstream_model=f"bench-{change}", ttl_ms=300_000,
+    )  # fmt: skip
+
+
+async def _drive(book: Book, sent: dict[int, float], rate: int, seconds: int) -> int:
+    """Re-quote one offer per tick (a body change: a `changed` update); returns the count."""
+    start = time.perf_counter()
+    total = rate * seconds
+    for k in range(total):
+        delay = start + k / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent[k] = time.perf_counter()
+        await book.upsert("bench", [_offer(k % OFFERS, k)])
+    return total
+
+
+async def _settle(delays: array[float], expected: int, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while len(delays) < expected and time.monotonic() < end:
+        await asyncio.sleep(0.1)
+
+
+def _pct(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
+
+
+# -- the server process ---------------------------------------------------------------------------
+class _ServerProcess:
+    """A child process serving the feed on 127.0.0.1."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._parent, child = ctx.Pipe()
+        self._process = ctx.Process(target=_serve, args=(redis_url, prefix, child), daemon=True)
+        self.port = 0
+
+    def __enter__(self) -> _ServerProcess:
+        self._process.start()
+        if not self._parent.poll(30):
+            raise RuntimeError("the feed bench server did not start")
+        self.port = self._parent.recv()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+
+    def cpu_s(self) -> float:
+        """User plus system CPU seconds the process has used (Linux /proc; NaN elsewhere)."""
+        try:
+            with open(f"/proc/{self._process.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _serve(redis_url: str, prefix: str, report: Connection) -> None:
+    # uvicorn's own loop choice (uvloop when installed), as `auction serve` runs it.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4096)  # connections wait in the backlog until the app has started
+    report.send(listener.getsockname()[1])
+    uvicorn.Server(uvicorn.Config(_app(redis_url, prefix), log_level="warning")).run([listener])
+
+
+def _app(redis_url: str, prefix: str) -> FastAPI:
+    redis = aioredis.Redis.from_url(redis_url)
+    keys = Keys(prefix)
+    replica = BookReplica(redis, keys, [MODEL])
+    hub = FeedHub(redis, keys, replica, [MODEL])
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await replica.start()
+        await hub.start()
+        yield
+        await hub.stop()
+        await replica.stop()
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(feed_router(hub, Accounts(redis, keys).authenticate))
+    return app
+
+
+# -- lean subscribers -----------------------------------------------------------------------------
+class _Subscriber(asyncio.Protocol):
+    """A minimal WebSocket client: upgrade, subscribe, then time each update frame."""
+
+    def __init__(self, port: int, token: str, sent: dict[int, float], delays: array[float]) -> None:
+        self._request = (
+            f"GET /v1/feed HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n"
+        ).encode()
+        self._sent = sent
+        self._delays = delays
+        self._buffer = bytearray()
+        self._upgraded = False
+        self.ready = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        self._buffer += data
+        if not self._upgraded:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self._buffer.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(RuntimeError(bytes(self._buffer[:200]).decode()))
+                return
+            del self._buffer[: end + 4]
+            self._upgraded = True
+            assert self.transport is not None
+            self.transport.write(
+                _masked(b'{"type":"subscribe","channels":["book"],"models":["*"]}')
+            )
+        self._frames(now)
+
+    def _frames(self, now: float) -> None:
+        buf, pos = self._buffer, 0
+        while len(buf) - pos >= 2:
+            size, head = buf[pos + 1] & 0x7F, 2
+            if size == 126:
+                size, head = int.from_bytes(buf[pos + 2 : pos + 4]), 4
+            elif size == 127:
+                size, head = int.from_bytes(buf[pos + 2 : pos + 10]), 10
+            if len(buf) - pos < head + size:
+                break
+            start = pos + head
+            if buf.startswith(b'{"type":"update"', start):
+                mark = buf.find(_MARK, start, start + size) + len(_MARK)
+                digits = buf[mark : buf.find(b'"', mark)]
+                self._delays.append(now - self._sent[int(digits)])
+            elif not self.ready.done() and buf.startswith(b'{"type":"snapshot"', start):
+                self.ready.set_result(None)
+            pos = start + size
+        del buf[:pos]
+
+
+def _masked(payload: bytes) -> bytes:
+    # A client frame must be masked; an all-zero mask key leaves the payload as it is.
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+@asynccontextmanager
+async def _subscribers(
+    port: int, token: str, count: int, sent: dict[int, float], delays: array[float]
+) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    clients: list[_Subscriber] = []
+    try:
+        async with asyncio.timeout(120):
+            for start in range(0, count, 50):  # in batches: each upgrade checks the key in Redis
+                batch = []
+                for _ in range(start, min(count, start + 50)):
+                    _, client = await loop.create_connection(
+                        lambda: _Subscriber(port, token, sent, delays), "127.0.0.1", port
+                    )
+                    batch.append(client)
+                clients += batch
+                await asyncio.gather(*(c.ready for c in batch))
+        yield
+    finally:
+        for client in clients:
+            if client.transport is not None:
+                client.transport.close()
+
+
+def main() -> None:
+    """`python -m auction.feed_bench [--quick]` with REDIS_URL set: print the figures."""
+    import sys
+
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    figures = asyncio.run(bench_feed(url, f"feedbench-{os.getpid()}", "--quick" in sys.argv))
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,472 @@
+"""The sans-I/O feed session: subscriptions, snapshots, updates, conflation, the bound, seq."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auction.book_stream import BookChange, ChangeKind
+from auction.feed import CLOSE_SLOW_CONSUMER, FeedLimits, FeedSession, SnapshotCache
+from auction.feed_wire import Trade, WireChange, WireTrade
+from clearing.index import BookIndex
+from clearing.money import Nanos, PriceMicros, format_price, parse_price
+from clearing.types import Offer, OfferLive
+
+MODELS = ("gpt-4o", "llama-3.1-8b-instruct", "mistral-small")
+
+
+@dataclass
+class View:
+    """A book as a replica holds it: a real BookIndex, live state and version numbers."""
+
+    index: BookIndex = field(default_factory=BookIndex)
+    live: dict[str, OfferLive] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+
+    def version(self, model: str) -> int:
+        return self.versions.get(model, 0)
+
+    def apply(self, change: BookChange) -> WireChange:
+        """Apply a change the way the replica does, and return its wire form."""
+        self.versions[change.model] = self.version(change.model) + 1
+        if change.kind in ("withdrawn", "expired", "cancelled"):
+            self.index.remove(change.ref)
+            self.live.pop(change.ref, None)
+        elif change.offer is not None:
+            self.index.upsert(change.offer)
+        if change.in_flight is not None:
+            self.live[change.ref] = OfferLive(change.in_flight, change.tokens or 0)
+        return WireChange.of(change)
+
+
+def offer(offer_id: str = "o1", model: str = "gpt-4o", price: int = 500_000, **kw: Any) -> Offer:
+    fields: dict[str, Any] = {
+        "provider": "acme",
+        "offer_id": offer_id,
+        "model": model,
+        "input_price": PriceMicros(price),
+        "output_price": PriceMicros(price * 3),
+        "cached_input_price": PriceMicros(price // 2),
+        "concurrency": 8,
+        "quality": 88,
+        "context_window": 128_000,
+        "max_output_tokens": 4096,
+        "features": frozenset({"tools"}),
+        "seq": 1,
+    }
+    fields.update(kw)
+    return Offer(**fields)
+
+
+def change(kind: ChangeKind, o: Offer, **kw: Any) -> BookChange:
+    with_offer = kind in ("new", "changed")
+    fields: dict[str, Any] = {
+        "kind": kind,
+        "model": o.model,
+        "ref": o.ref,
+        "n": 0,
+        "ts": 1_700_000_000_000,
+        "stream_id": "1-0",
+        "offer": o if with_offer else None,
+        "in_flight": 0 if kind == "new" else None,
+    }
+    fields.update(kw)
+    return BookChange(**fields)
+
+
+def session(view: View | None = None, **limits: int) -> FeedSession:
+    view = view or View()
+    return FeedSession(view, MODELS, FeedLimits(**limits), now_ms=0)
+
+
+def drain(s: FeedSession) -> list[dict[str, Any]]:
+    out = []
+    while (text := s.next_message()) is not None:
+        message = json.loads(text)
+        assert isinstance(message, dict)
+        out.append(message)
+    return out
+
+
+def subscribe(channels: list[str], models: list[str] | None = None) -> str:
+    message: dict[str, object] = {"type": "subscribe", "channels": channels}
+    if models is not None:
+        message["models"] = models
+    return json.dumps(message)
+
+
+def trade(model: str = "gpt-4o", ts: int = 1) -> Trade:
+    return Trade(model, "acme", "o1", PriceMicros(590_000), PriceMicros(790_000), 812, 240,
+                 Nanos(670_000), ts)  # fmt: skip
+
+
+# -- subscriptions and snapshots ------------------------------------------------------------------
+def test_book_subscribe_is_acknowledged_then_a_snapshot_per_model() -> None:
+    view = View()
+    cheap, dear = offer("cheap", price=400_000), offer("dear", price=900_000, output_price=1)
+    for o in (dear, cheap):
+        view.apply(change("new", o, in_flight=2))
+    s = session(view)
+    s.receive(subscribe(["book"], ["gpt-4o", "mistral-small"]))
+    ack, snap, empty = drain(s)
+    assert ack == {"type": "subscribed", "seq": 1, "channels": ["book"],
+                   "models": ["gpt-4o", "mistral-small"]}  # fmt: skip
+    assert snap["type"] == "snapshot" and snap["seq"] == 2 and snap["model"] == "gpt-4o"
+    assert snap["reason"] == "subscribe"
+    assert [o["offer_id"] for o in snap["offers"]] == ["cheap", "dear"]
+    assert snap["offers"][0]["input_usd_per_mtok"] == "0.4"
+    assert snap["offers"][0]["in_flight"] == 2 and snap["offers"][0]["tokens_this_minute"] == 0
+    assert snap["best"] == {"input_usd_per_mtok": "0.4", "output_usd_per_mtok": "0.000001"}
+    assert empty == {"type": "snapshot", "seq": 3, "model": "mistral-small",
+                     "reason": "subscribe", "offers": [], "best": None}  # fmt: skip
+
+
+def test_star_means_every_catalogue_model_and_resubscribe_is_a_fresh_snapshot() -> None:
+    s = session()
+    s.receive(subscribe(["book", "trades"]))
+    first = drain(s)
+    assert first[0]["models"] == ["*"] and first[0]["channels"] == ["book", "trades"]
+    assert sorted(m["model"] for m in first[1:]) == sorted(MODELS)
+    s.receive(subscribe(["book"], ["gpt-4o"]))
+    again = drain(s)
+    assert [m["type"] for m in again] == ["subscribed", "snapshot"]
+    assert again[1]["model"] == "gpt-4o" and again[1]["seq"] == len(first) + 2
+
+
+def test_unsubscribe_stops_updates_and_drops_what_was_waiting() -> None:
+    view = View()
+    s = session(view)
+    s.receive(subscribe(["book", "trades"], ["gpt-4o"]))
+    drain(s)
+    s.on_change(view.apply(change("new", offer())))
+    s.receive(json.dumps({"type": "unsubscribe", "channels": ["book", "trades"]}))
+    s.on_change(view.apply(change("changed", offer(price=1))))
+    s.on_trade(WireTrade.of(trade()))
+    assert [m["type"] for m in drain(s)] == ["unsubscribed"]
+
+
+# -- updates --------------------------------------------------------------------------------------
+def test_an_update_for_each_kind_of_change() -> None:
+    view = View()
+    s = session(view)
+    s.receive(subscribe(["book"], ["gpt-4o"]))
+    drain(s)
+    o = offer()
+    expected: list[tuple[BookChange, dict[str, object]]] = [
+        (change("new", o, in_flight=0), {"offer": True, "in_flight": 0}),
+        (change("changed", replace(o, input_price=PriceMicros(1))), {"offer": True}),
+        (
+            change("capacity", o, in_flight=3, tokens=900),
+            {"in_flight": 3, "tokens_this_minute": 900},
+        ),
+        (change("withdrawn", o), {}),
+        (change("new", o), {"offer": True, "in_flight": 0}),
+        (change("expired", o), {}),
+        (change("new", o), {"offer": True, "in_flight": 0}),
+        (change("cancelled", o), {}),
+    ]
+    for c, fields in expected:
+        s.on_change(view.apply(c))
+        (update,) = drain(s)
+        assert update["type"] == "update" and update["kind"] == c.kind
+        assert update["model"] == "gpt-4o" and update["ref"] == "acme/o1"
+        assert update["ts"] == c.ts
+        extra = {
+            k: v
+            for k, v in update.items()
+            if k not in ("type", "seq", "kind", "model", "ref", "ts")
+        }
+        if fields.pop("offer", False):
+            assert c.offer is not None
+            assert extra.pop("offer")["input_usd_per_mtok"] == format_price(c.offer.input_price)
+        assert extra == fields
+
+
+def test_changes_to_other_models_are_not_sent() -> None:
+    view = View()
+    s = session(view)
+    s.receive(subscribe(["book", "trades"], ["gpt-4o"]))
+    drain(s)
+    s.on_change(view.apply(change("new", offer(model="mistral-small"))))
+    s.on_trade(WireTrade.of(trade("mistral-small")))
+    assert drain(s) == []
+    s.on_trade(WireTrade.of(trade("gpt-4o", ts=7)))
+    (message,) = drain(s)
+    assert Trade.from_json(message) == trade("gpt-4o", ts=7)
+    assert message["cost_usd"] == "0.000670" and message["input_usd_per_mtok"] == "0.59"
+
+
+# -- conflation -----------------------------------------------------------------------------------
+def test_a_lagging_client_gets_the_latest_state_once_per_offer() -> None:
+    view = View()
+    s = session(view)
+    s.receive(subscribe(["book"], ["gpt-4o"]))
+    drain(s)
+    for price in range(1, 101):
+        s.on_change(view.apply(change("changed", offer(price=price))))
+    s.on_change(view.apply(change("capacity", offer(), in_flight=5, tokens=10)))
+    s.on_change(view.apply(change("new", offer("other"))))
+    first, second = drain(s)
+    assert (first["seq"], second["seq"]) == (3, 4)
+    assert first["kind"] == "changed" and first["offer"]["input_usd_per_mtok"] == "0.0001"
+    assert first["in_flight"] == 5 and first["tokens_this_minute"] == 10
+    assert second["ref"] == "acme/other"
+    assert s.conflated == 100
+
+
+@pytest.mark.parametrize(
+    ("kinds", "final"),
+    [
+        (["changed", "withdrawn", "capacity"], "withdrawn"),  # a withdrawn offer stays withdrawn
+        (["new", "capacity", "expired"], "expired"),
+        (["withdrawn", "new", "changed"], "new"),  # gone and back: the client must add it
+        (["capacity", "changed"], "changed"),
+        (["new", "changed", "capacity"], "new"),
+    ],
+)
+def test_conflation_rules(kinds: list[ChangeKind], final: str) -> None:
+    view = View()
+    s = session(view)
+    s.receive(subscribe(["book"], ["gpt-4o"]))
+    drain(s)
+    for i, kind in enumerate(kinds):
+        s.on_change(view.apply(change(kind, offer(price=1000 + i), in_flight=i, tokens=i)))
+    (update,) = drain(s)
+    assert update["kind"] == final
+    if final in ("withdrawn", "expired"):
+        assert set(update) == {"type", "seq", "kind", "model", "ref", "ts"}
+    else:
+        last = max(i for i, k in enumerate(kinds) if k in ("new", "changed"))
+        assert update["offer"]["input_usd_per_mtok"] == format_price(1000 + last)
+
+
+def test_changes_while_a_snapshot_waits_are_in_the_snapshot() -> None:
+    view = View()
+    s = session(view)
+    s.receive(subscribe(["book"], ["gpt-4o"]))
+    s.on_change(view.apply(change("new", offer("a"))))
+    s.on_change(view.apply(change("new", offer("b"))))
+    s.on_change(view.apply(change("withdrawn", offer("a"))))
+    _ack, snap = drain(s)
+    assert [o["offer_id"] for o in snap["offers"]] == ["b"]
+
+
+def test_a_replica_resync_sends_a_fresh_snapshot_in_place_of_waiting_updates() -> None:
+    view = View()
+    s = session(view)
+    s.receive(subscribe(["book"], ["gpt-4o", "mistral-small"]))
+    drain(s)
+    s.on_change(view.apply(change("new", offer("a"))))
+    view.index.remove("acme/a")  # the reload found the offer gone
+    view.versions["gpt-4o"] = 9
+    s.on_change(WireChange.of(BookChange("resync", "gpt-4o", "", 9, 1, "9-0")))
+    (snap,) = drain(s)
+    assert snap["type"] == "snapshot" and snap["reason"] == "resync" and snap["offers"] == []
+
+
+def test_snapshot_bodies_are_reused_until_the_book_changes() -> None:
+    view = View()
+    cache = SnapshotCache(view)
+    view.apply(change("new", offer()))
+    first = cache.body("gpt-4o")
+    assert cache.body("gpt-4o") is first
+    view.apply(change("capacity", offer(), in_flight=1))
+    assert '"in_flight":1' in cache.body("gpt-4o")
+
+
+# -- the bound and 4008 --------------------------------------------------------------------------
+def test_trades_past_the_bound_close_the_session_with_4008() -> None:
+    s = session(max_pending=5)
+    s.receive(subscribe(["trades"]))
+    for ts in range(4):  # the ack and four trades: at the bound
+        s.on_trade(WireTrade.of(trade(ts=ts)))
+    assert s.close is None and s.pending == 5
+    s.on_trade(WireTrade.of(trade(ts=99)))
+    assert s.close is not None and s.close.code == CLOSE_SLOW_CONSUMER
+    assert "slow consumer" in s.close.reason
+    assert s.next_message() is None
+    s.on_trade(WireTrade.of(trade()))
+    s.receive(subscribe(["book"]))
+    s.tick(10**9)
+    assert s.next_message() is None
+
+
+def test_a_client_that_keeps_up_is_never_cut_off() -> None:
+    view = View()
+    s = session(view, max_pending=3)
+    s.receive(subscribe(["book", "trades"]))
+    for i in range(1000):
+        s.on_trade(WireTrade.of(trade(ts=i)))
+        s.on_change(view.apply(change("changed", offer(price=i + 1))))
+        assert len(drain(s)) >= 1
+    assert s.close is None
+
+
+def test_book_updates_alone_never_hit_the_bound() -> None:
+    view = View()
+    s = session(view, max_pending=3)
+    s.receive(subscribe(["book"], ["gpt-4o"]))
+    for i in range(3_000):
+        s.on_change(view.apply(change("changed", offer(f"o{i % 50}", price=i + 1))))
+    assert s.close is None
+    messages = drain(s)
+    assert [m["type"] for m in messages] == ["subscribed", "snapshot"]
+    assert len(messages[1]["offers"]) == 50
+
+
+# -- heartbeat ------------------------------------------------------------------------------------
+def test_heartbeats_are_due_every_interval_and_never_pile_up() -> None:
+    s = session(heartbeat_ms=2500)
+    s.tick(2499)
+    assert drain(s) == []
+    s.tick(2500)
+    assert drain(s) == [{"type": "heartbeat", "seq": 1, "ts": 2500}]
+    for now in range(5000, 50_000, 2500):  # the client does not read
+        s.tick(now)
+    beats = drain(s)
+    assert beats == [{"type": "heartbeat", "seq": 2, "ts": 5000}]
+    s.tick(49_999)
+    assert drain(s) == []
+    s.tick(50_000)
+    assert drain(s)[0]["seq"] == 3
+
+
+# -- bad input ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "invalid_json"),
+        (b'{"type":"subscribe"}', "invalid_message"),
+        ("[1, 2]", "invalid_message"),
+        ('{"type": 3}', "invalid_message"),
+        ('{"type": "buy"}', "unknown_type"),
+        ('{"type": "subscribe"}', "invalid_channels"),
+        ('{"type": "subscribe", "channels": ["book", "quotes"]}', "invalid_channels"),
+        ('{"type": "subscribe", "channels": [["book"]]}', "invalid_channels"),
+        ('{"type": "subscribe", "channels": ["book"], "models": []}', "invalid_models"),
+        ('{"type": "subscribe", "channels": ["book"], "models": "gpt-4o"}', "invalid_models"),
+        ('{"type": "subscribe", "channels": ["book"], "models": ["gpt-5"]}', "unknown_model"),
+        (
+            '{"type": "subscribe", "channels": ["book"], "pad": "' + "x" * 20_000 + '"}',
+            "message_too_large",
+        ),
+    ],
+)
+def test_bad_messages_get_an_error_and_the_session_goes_on(frame: str | bytes, code: str) -> None:
+    s = session()
+    s.receive(frame)
+    (error,) = drain(s)
+    assert error["type"] == "error" and error["code"] == code and error["seq"] == 1
+    assert isinstance(error["message"], str) and error["message"]
+    s.receive(subscribe(["trades"]))
+    assert drain(s)[0] == {"type": "subscribed", "seq": 2, "channels": ["trades"], "models": ["*"]}
+
+
+def test_trades_missed_become_a_resync_notice_for_trade_subscribers_only() -> None:
+    s = session()
+    s.on_trades_missed(3)
+    assert drain(s) == []
+    s.receive(subscribe(["trades"]))
+    s.on_trades_missed(3)
+    assert drain(s)[1] == {"type": "resync", "seq": 2, "channel": "trades",
+                           "reason": "trades_missed", "missed": 3}  # fmt: skip
+
+
+# -- properties -----------------------------------------------------------------------------------
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+frames = st.one_of(
+    st.text(max_size=64),
+    st.binary(max_size=32),
+    json_values.map(json.dumps),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["subscribe", "unsubscribe", "x"])},
+        optional={
+            "channels": st.lists(st.sampled_from(["book", "trades", "", 1]), max_size=3)
+            | json_values,
+            "models": st.lists(st.sampled_from([*MODELS, "*", "nope", 2]), max_size=3)
+            | json_values,
+        },
+    ).map(json.dumps),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(frames, max_size=12))
+def test_garbage_from_the_client_never_breaks_the_session(inputs: list[str | bytes]) -> None:
+    s = session()
+    for frame in inputs:
+        s.receive(frame)
+    messages = drain(s)
+    assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+    for m in messages:
+        assert m["type"] in ("error", "subscribed", "unsubscribed", "snapshot")
+        if m["type"] == "error":
+            assert isinstance(m["code"], str) and isinstance(m["message"], str)
+    s.receive(subscribe(["book"], ["gpt-4o"]))
+    assert [m["type"] for m in drain(s)] == ["subscribed", "snapshot"]
+
+
+Step = tuple[str, int]
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["change", "remove", "trade", "tick", "drain", "frame"]), st.integers(0, 5)
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps)
+def test_seq_rises_by_one_and_the_local_book_ends_equal_to_the_replica(plan: list[Step]) -> None:
+    view = View()
+    s = session(view, max_pending=10_000)
+    s.receive(subscribe(["book", "trades"], ["gpt-4o"]))
+    seen: list[dict[str, Any]] = []
+    now = 0
+    for action, i in plan:
+        o = offer(f"o{i}", price=1000 + len(seen) + i)
+        if action == "change":
+            kind: ChangeKind = "new" if view.index.get(o.ref) is None else "changed"
+            s.on_change(view.apply(change(kind, o, in_flight=i, tokens=i)))
+        elif action == "remove" and view.index.get(o.ref) is not None:
+            s.on_change(view.apply(change("withdrawn", o)))
+        elif action == "trade":
+            s.on_trade(WireTrade.of(trade(ts=i)))
+        elif action == "tick":
+            now += 1000 * i
+            s.tick(now)
+        elif action == "drain":
+            seen.extend(drain(s))
+        elif action == "frame":
+            s.receive(subscribe(["book"], ["gpt-4o"]) if i == 0 else "?")
+    seen.extend(drain(s))
+    assert [m["seq"] for m in seen] == list(range(1, len(seen) + 1))
+    assert local_book(seen) == {o.ref: o.input_price for o in view.index.offers("gpt-4o")}
+
+
+def local_book(messages: list[dict[str, Any]]) -> Mapping[str, int]:
+    book: dict[str, int] = {}
+    for m in messages:
+        if m["type"] == "snapshot":
+            book = {f"acme/{o['offer_id']}": _micros(o) for o in m["offers"]}
+        elif m["type"] == "update" and "offer" in m:
+            book[m["ref"]] = _micros(m["offer"])
+        elif m["type"] == "update" and m["kind"] == "withdrawn":
+            book.pop(m["ref"], None)
+    return book
+
+
+def _micros(wire: Mapping[str, Any]) -> int:
+    return parse_price(wire["input_usd_per_mtok"])
