@@ -50,7 +50,7 @@ class MarketError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
-        self.details = dict(details) if details else None
+        self.details = dict(details) if details is not None else None
         self.headers = dict(headers) if headers else {}
 
     def body(self) -> dict[str, object]:

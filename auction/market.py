@@ -5,12 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import httpx
 import redis.asyncio as aioredis
 from fastapi import APIRouter
+from redis.exceptions import RedisError
 
+from auction.accounts import Accounts
+from auction.book import Book
+from auction.broker import build_broker
 from auction.catalogue import load_catalogue
 from auction.keys import Keys
+from auction.ledger import Ledger
+from auction.operator import Operator
+from auction.providers import Providers
+from auction.replica import BookReplica
+from auction.routes.admin import admin_router
+from auction.routes.client import client_router
 from auction.settings import Settings
+from auction.transport import LeanTransport
 from clearing.catalogue import Catalogue
 
 log = logging.getLogger("auction.market")
@@ -29,20 +41,47 @@ class Market:
         self.settings = settings
         self.catalogue = catalogue or load_catalogue(settings.catalogue, settings.catalogue_mode)
         self.keys = Keys(settings.key_prefix)
+        # Room for every request in flight (the default pool refuses a 101st connection).
         self.redis = aioredis.Redis.from_url(
             settings.redis_url,
             decode_responses=False,
             health_check_interval=5,
+            max_connections=4096,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
+        # The clients' side (added by the client-API work): shared services, then the broker.
+        self.accounts = Accounts(self.redis, self.keys)
+        self.providers = Providers(self.redis, self.keys)
+        self.book = Book(self.redis, self.keys)
+        self.ledger = Ledger(self.redis, self.keys)
+        self.replica = BookReplica(self.redis, self.keys, list(self.catalogue))
+        # One pooled HTTP client per process for every provider call; timeouts are per request.
+        self.http = httpx.AsyncClient(timeout=None, transport=LeanTransport())
+        self.broker = build_broker(self)
+        self.operator = Operator(self.redis, self.keys, self.accounts, self.providers, self.book)
 
     async def start(self) -> None:
         """Connect and start background work (book replica, expiry sweep, listeners)."""
+        await self.replica.start()
+        self._tasks.append(asyncio.create_task(self._sweep(), name="book-sweep"))
+        await self.broker.start()
         self.started = True
+
+    async def _sweep(self, interval_s: float = 1.0) -> None:
+        """Expire offers and reservations of the models that have offers (see `sweep_forever`)."""
+        while True:
+            try:
+                await self.book.expire(self.replica.index.models())
+            except RedisError:
+                log.warning("book sweep failed; retrying in %.1f s", interval_s, exc_info=True)
+            await asyncio.sleep(interval_s)
 
     async def stop(self) -> None:
         """Stop background work and close connections."""
+        await self.broker.stop()
+        await self.replica.stop()
+        await self.http.aclose()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -64,4 +103,7 @@ class Market:
 
     def routers(self) -> list[APIRouter]:
         """The API routers this market serves."""
-        return []
+        return [
+            client_router(self.broker),
+            admin_router(self.operator, self.settings.admin_token),
+        ]

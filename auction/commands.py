@@ -1,0 +1,207 @@
+"""The request path's Redis commands as data, so each step is one batch and one round trip.
+
+Each builder returns the EVALSHA its owner module sends (same script, same KEYS and ARGV:
+`auction.ratelimit`, `auction.accounts`, `auction.book`, `auction.ledger`, `auction.feed_hub`,
+`auction.health`); the owners' async methods stay the API for everything off the hot path.
+Batching lets the broker send, say, rate limit + budget hold + capacity reservation in one
+write instead of three awaited calls. If an owner's script or arguments change, its builder here
+must change with it: the e2e tests drive every one of them.
+
+`Runner.run` sends a batch with `RespClient` and, should Redis have lost a script (a restart or
+SCRIPT FLUSH), loads it and re-runs just the commands that found it missing (they did not run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from typing import cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from auction.feed_wire import Trade
+from auction.keys import Keys
+from auction.ledger import Settlement
+from auction.resp import Arg, RespClient, RespError, pack, pack_args
+from auction.scripts import source
+from clearing.types import Offer
+
+BOOK_MAXLEN = 100_000  # Book's default change-stream length, which the market's Book uses
+TRADES_MAXLEN = 10_000  # publish_trade's default
+RATE_WINDOW_MS = 60_000  # auction.ratelimit.WINDOW_MS
+SETTLED_KEEP_MS = 7 * 86_400_000  # auction.accounts.SETTLED_KEEP_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Cmd:
+    """One command: its arguments, the same in RESP, and its Lua source if it is an EVALSHA."""
+
+    args: tuple[Arg, ...]
+    packed: bytes
+    script: tuple[str, str | None] | None = None  # (name, prelude)
+
+
+def command(*args: Arg) -> Cmd:
+    return Cmd(args, pack([args]))
+
+
+@cache
+def _sha(name: str, prelude: str | None = None) -> str:
+    return hashlib.sha1(source(name, prelude).encode()).hexdigest()
+
+
+@lru_cache(maxsize=8192)
+def _head(
+    name: str, prelude: str | None, keys: tuple[str, ...], fixed: tuple[Arg, ...], more: int
+) -> bytes:
+    """The RESP of an EVALSHA up to its per-call arguments (same keys: same bytes)."""
+    count = 3 + len(keys) + len(fixed) + more
+    args: tuple[Arg, ...] = ("EVALSHA", _sha(name, prelude), len(keys), *keys, *fixed)
+    return b"*%d\r\n" % count + pack_args(args)
+
+
+def script(
+    name: str,
+    keys: Sequence[str],
+    args: Sequence[Arg],
+    prelude: str | None = None,
+    fixed: tuple[Arg, ...] = (),
+) -> Cmd:
+    """EVALSHA of auction/lua/NAME.lua (after PRELUDE.lua) with ARGV `fixed` + `args`.
+
+    `fixed` are arguments that stay the same for the same keys, so their encoding is cached.
+    """
+    head = _head(name, prelude, tuple(keys), fixed, len(args))
+    every = ("EVALSHA", _sha(name, prelude), len(keys), *keys, *fixed, *args)
+    return Cmd(every, head + pack_args(args), (name, prelude))
+
+
+class Commands:
+    """Builders for one key prefix."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+
+    # -- client keys: slot {k:KEY_ID} -------------------------------------------------------
+    def rate_hit(self, key_id: str, limit: int, now_ms: int) -> Cmd:
+        window, elapsed = divmod(now_ms, RATE_WINDOW_MS)
+        k = self.keys
+        return script(
+            "rate_hit",
+            [k.rate(key_id, window), k.rate(key_id, window - 1)],
+            [limit, elapsed, RATE_WINDOW_MS],
+        )
+
+    def _hold_keys(self, key_id: str) -> list[str]:
+        k = self.keys
+        return [k.account(key_id), k.holds(key_id), k.hold_amounts(key_id), k.hold_periods(key_id)]
+
+    def hold(self, key_id: str, hold_id: str, amount: int, ttl_ms: int) -> Cmd:
+        keys = [*self._hold_keys(key_id), self.keys.settled_holds(key_id)]
+        return script("hold", keys, [hold_id, amount, ttl_ms, ""])
+
+    def hold_release(self, key_id: str, hold_id: str) -> Cmd:
+        return script("hold_release", self._hold_keys(key_id)[1:], [hold_id])
+
+    def hold_settle(self, key_id: str, hold_id: str, charge: int) -> Cmd:
+        k = self.keys
+        keys = [*self._hold_keys(key_id), k.settled_holds(key_id), k.settled_order(key_id)]
+        return script("hold_settle", keys, [hold_id, charge, "", SETTLED_KEEP_MS])
+
+    # -- the book of one model: slot {b:MODEL} ------------------------------------------------
+    def _book(self, name: str, model: str, args: Sequence[Arg]) -> Cmd:
+        k = self.keys
+        keys = [
+            k.book_index(model), k.book_expiry(model), k.book_changes(model),
+            k.book_version(model), k.book_seq(model), k.reservations(model),
+        ]  # fmt: skip
+        head: tuple[Arg, ...] = (
+            "", model, BOOK_MAXLEN, k.offer(model, ""), k.session_offers(model, ""),
+            k.in_flight(model, ""), k.tokens_window(model, ""), k.tokens_amounts(model, ""),
+        )  # fmt: skip
+        return script(name, keys, args, prelude="book_lib", fixed=head)
+
+    def reserve(self, offer: Offer, rid: str, ttl_ms: int, tokens: int) -> Cmd:
+        return self._book(
+            "reserve",
+            offer.model,
+            [offer.ref, rid, ttl_ms, tokens, offer.input_price, offer.output_price,
+             offer.cached_input_price],
+        )  # fmt: skip
+
+    def release(self, offer: Offer, rid: str) -> Cmd:
+        return self._book("release", offer.model, [offer.ref, rid])
+
+    def settle(self, offer: Offer, rid: str, tokens_used: int) -> Cmd:
+        return self._book("settle", offer.model, [offer.ref, rid, tokens_used])
+
+    def health(self, offer: Offer, args: Sequence[Arg]) -> Cmd:
+        k = self.keys
+        keys = [
+            k.health(offer.model, offer.ref),
+            k.health_changes(offer.model),
+            k.health_version(offer.model),
+        ]
+        return script("health_record", keys, [offer.ref, *args])
+
+    # -- ledger, feed, fills, records -----------------------------------------------------------
+    def ledger_append(self, entry: Settlement) -> Cmd:
+        args: list[Arg] = [entry.clearing_id]
+        for name, value in entry.fields().items():
+            args += [name, value]
+        return script("ledger_append", [self.keys.ledger(), self.keys.ledger_marks()], args)
+
+    def trade_publish(self, trade: Trade) -> Cmd:
+        body = json.dumps(trade.to_json(), separators=(",", ":"), ensure_ascii=False)
+        keys = [self.keys.trades(), self.keys.trades_version()]
+        return script("trade_publish", keys, [TRADES_MAXLEN, body])
+
+    def publish(self, channel: str, message: str) -> Cmd:
+        return command("PUBLISH", channel, message)
+
+    def set_ex(self, key: str, value: str, ttl_s: int) -> Cmd:
+        return command("SET", key, value, "EX", ttl_s)
+
+
+class Runner:
+    """Sends batches; re-runs commands whose script Redis did not have (see the docstring)."""
+
+    def __init__(self, resp: RespClient, redis: aioredis.Redis) -> None:
+        self._resp = resp
+        self._redis = redis
+
+    async def run(self, *batch: Cmd) -> list[object]:
+        replies = await self._resp.execute_packed(b"".join(c.packed for c in batch), len(batch))
+        for at, (cmd, reply) in enumerate(zip(batch, replies, strict=True)):
+            if isinstance(reply, RespError) and str(reply).startswith("NOSCRIPT"):
+                assert cmd.script is not None
+                await self._redis.script_load(source(*cmd.script))
+                replies[at] = (await self._resp.execute_packed(cmd.packed, 1))[0]
+        return replies
+
+    async def aclose(self) -> None:
+        await self._resp.aclose()
+
+
+async def send_one(redis: aioredis.Redis, cmd: Cmd) -> object:
+    """One command on redis-py, off the hot path, loading its script if Redis lost it."""
+    execute = cast(Callable[..., Awaitable[object]], redis.execute_command)
+    try:
+        return await execute(*cmd.args)
+    except NoScriptError:
+        assert cmd.script is not None
+        await redis.script_load(source(*cmd.script))
+        return await execute(*cmd.args)
+
+
+def text(value: object) -> str:
+    """A reply as str (bytes are decoded; integers rendered)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, RespError):
+        raise value
+    return str(value)

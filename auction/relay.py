@@ -1,0 +1,187 @@
+"""Relaying a provider's stream to the client as server-sent events, then settling it.
+
+The chunks before the one that carries a `finish_reason` go out as they arrive. From that one
+on, chunks are held until the provider's stream ends, because the last of them must carry the
+`auction` object with the cost, and the cost is known only once usage arrives. Errors after the
+first byte end the stream with an OpenAI-shaped error event and `[DONE]`; a client that goes
+away is settled for what was streamed. Every way out gives the capacity and hold back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import httpx
+
+from auction.answers import auction_object, chunk_texts, estimated_usage
+from auction.errors import UpstreamFailed
+from auction.forward import Opened, provider_error
+from auction.orders import Order
+from auction.settlement import Ticket
+from bidders.chat import ChatCompletionChunk
+from bidders.errors import ProviderError, UpstreamTimeout
+from clearing.money import Nanos
+from clearing.types import Usage
+
+DONE = b"data: [DONE]\n\n"
+T = TypeVar("T")
+
+
+def sse(value: object) -> bytes:
+    return b"data: " + json.dumps(value, separators=(",", ":")).encode() + b"\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """How a stream ended, for settlement and passive health."""
+
+    usage: Usage
+    ok: bool
+    client_closed: bool
+    ttft_ms: int
+    output_tokens_per_s: float | None
+    error: str | None = None
+
+
+Settle = Callable[[Order, Ticket, StreamEnd], Awaitable[Nanos]]
+
+
+class Finish(Protocol):
+    """Runs work to its end even if the caller is cancelled (`Forwarder.finish`)."""
+
+    def __call__(self, work: Awaitable[T], /) -> Awaitable[T]: ...
+
+
+@dataclass(slots=True)
+class _Held:
+    """What the relay keeps: the final chunks, and the generated text for estimates."""
+
+    final: list[ChatCompletionChunk] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+    def take_all(self, chunks: list[ChatCompletionChunk]) -> bytes:
+        """The SSE bytes to send now for `chunks`; the final ones are kept back."""
+        out = []
+        for chunk in chunks:
+            self.texts.extend(chunk_texts(chunk))
+            choices = chunk.get("choices") or []
+            if self.final or not choices or any(c.get("finish_reason") for c in choices):
+                self.final.append(chunk)
+            else:
+                out.append(sse(chunk))
+        return b"".join(out)
+
+
+class Relay:
+    """One stream from an opened provider stream to the client."""
+
+    def __init__(
+        self,
+        order: Order,
+        ticket: Ticket,
+        opened: Opened,
+        settle: Settle,
+        finish: Finish,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._order = order
+        self._ticket = ticket
+        self._opened = opened
+        self._settle = settle
+        self._finish = finish
+        self._clock = clock
+        self._held = _Held()
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """The SSE body; settles exactly once however it ends."""
+        held, failure = self._held, None
+        try:
+            data = held.take_all(self._opened.first)
+            if data:
+                yield data
+            async for chunks in self._rest():
+                data = held.take_all(chunks)
+                if data:  # one write per piece read from the provider, not one per chunk
+                    yield data
+        except (ProviderError, TimeoutError) as exc:
+            failure = exc.message if isinstance(exc, ProviderError) else "the stream timed out"
+        except BaseException:  # the client went away: cancelled, or the body closed early
+            await self._close(client_closed=True, error=None)
+            raise
+        cost, end = await self._close(client_closed=False, error=failure)
+        if failure is not None:
+            error = UpstreamFailed(f"the provider failed during the stream: {failure}")
+            yield sse(error.body()) + DONE
+            return
+        yield b"".join(sse(chunk) for chunk in self._final_chunks(cost, end)) + DONE
+
+    async def _rest(self) -> AsyncIterator[list[ChatCompletionChunk]]:
+        """The chunks after the first, per piece read, within the request's deadline."""
+        opened, body = self._opened, self._opened.body
+        while True:
+            left = self._order.deadline - self._clock()
+            if left <= 0:
+                raise UpstreamTimeout("the request's timeout_ms passed during the stream")
+            try:
+                async with asyncio.timeout(left):
+                    data = await anext(body)
+            except StopAsyncIteration:
+                yield opened.decoder.close()
+                return
+            except httpx.HTTPError as exc:
+                raise provider_error(exc) from None
+            yield opened.decoder.feed(data)
+
+    def _final_chunks(self, cost: Nanos, end: StreamEnd) -> list[ChatCompletionChunk]:
+        final = self._held.final
+        if not final:  # the provider never said why it stopped: the auction rides alone
+            first = self._opened.first[0]
+            final.append(
+                {
+                    "id": first["id"],
+                    "object": "chat.completion.chunk",
+                    "created": first["created"],
+                    "model": first["model"],
+                    "choices": [],
+                }
+            )
+        order = self._order
+        obj = auction_object(
+            order.clearing_id,
+            self._ticket,
+            order.clearing.price_rule,
+            cost,
+            end.usage,
+            len(order.record.attempts),
+        )
+        final[-1]["auction"] = obj  # type: ignore[typeddict-unknown-key]  # our extension field
+        return final
+
+    async def _close(self, *, client_closed: bool, error: str | None) -> tuple[Nanos, StreamEnd]:
+        """Close the provider's stream and settle, shielded from the client's cancellation."""
+        end = self._measure(client_closed, error)
+
+        async def work() -> Nanos:
+            await self._opened.response.aclose()
+            return await self._settle(self._order, self._ticket, end)
+
+        return await self._finish(work()), end
+
+    def _measure(self, client_closed: bool, error: str | None) -> StreamEnd:
+        opened, now = self._opened, self._clock()
+        usage = opened.decoder.usage
+        if usage is None:
+            usage = estimated_usage(
+                self._order.position.requirements.input_tokens, self._held.texts
+            )
+        elapsed = now - opened.first_at
+        speed = usage.output_tokens / elapsed if usage.output_tokens > 1 and elapsed > 0 else None
+        ttft = int((opened.first_at - opened.started) * 1000)
+        ok = not client_closed and error is None
+        return StreamEnd(usage, ok, client_closed, ttft, speed, error)
