@@ -11,16 +11,20 @@ from fastapi import APIRouter
 from redis.exceptions import RedisError
 
 from auction.accounts import Accounts
+from auction.bidder_hub import BidderHub
 from auction.book import Book
 from auction.broker import build_broker
 from auction.catalogue import load_catalogue
+from auction.feed_hub import FeedHub
 from auction.keys import Keys
 from auction.ledger import Ledger
 from auction.operator import Operator
 from auction.providers import Providers
 from auction.replica import BookReplica
+from auction.routes import bidders as bidder_routes
 from auction.routes.admin import admin_router
 from auction.routes.client import client_router
+from auction.routes.feed import feed_router
 from auction.settings import Settings
 from auction.transport import LeanTransport
 from clearing.catalogue import Catalogue
@@ -60,12 +64,17 @@ class Market:
         self.http = httpx.AsyncClient(timeout=None, transport=LeanTransport())
         self.broker = build_broker(self)
         self.operator = Operator(self.redis, self.keys, self.accounts, self.providers, self.book)
+        # The providers' and the watchers' sides: bidder sessions (and control notices), the feed.
+        self.feed_hub = FeedHub(self.redis, self.keys, self.replica, list(self.catalogue))
+        self.bidder_hub = BidderHub(self.redis, self.keys, on_key_revoked=self.feed_hub.drop_key)
 
     async def start(self) -> None:
         """Connect and start background work (book replica, expiry sweep, listeners)."""
         await self.replica.start()
         self._tasks.append(asyncio.create_task(self._sweep(), name="book-sweep"))
         await self.broker.start()
+        await self.bidder_hub.start()
+        await self.feed_hub.start()
         self.started = True
 
     async def _sweep(self, interval_s: float = 1.0) -> None:
@@ -79,6 +88,8 @@ class Market:
 
     async def stop(self) -> None:
         """Stop background work and close connections."""
+        await self.feed_hub.stop()
+        await self.bidder_hub.stop()
         await self.broker.stop()
         await self.replica.stop()
         await self.http.aclose()
@@ -106,4 +117,6 @@ class Market:
         return [
             client_router(self.broker),
             admin_router(self.operator, self.settings.admin_token),
+            bidder_routes.router,
+            feed_router(self.feed_hub, self.accounts.authenticate),
         ]
