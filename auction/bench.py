@@ -1,7 +1,7 @@
 """`auction bench`: benchmarks that print figures (and JSON with --json).
 
-Each benchmark is one async function in BENCHMARKS, run against a real Redis (REDIS_URL, --redis-url,
-or an embedded one) under a fresh key prefix that is deleted afterwards.
+Each benchmark is one async function in BENCHMARKS, run against a real Redis (REDIS_URL,
+--redis-url, or an embedded one) under a fresh key prefix that is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -142,7 +143,7 @@ async def _drop_prefix(client: aioredis.Redis, prefix: str) -> None:
         await client.delete(*batch[i : i + 1000])
 
 
-BENCHMARKS: dict[str, Callable[[BenchContext], Awaitable[None]]] = {
+BENCHMARKS: dict[str, Callable[[BenchContext], Coroutine[Any, Any, None]]] = {
     "clearing": bench_clearing,
 }
 

@@ -113,7 +113,11 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
         ),
         "bench": ("run benchmarks and print their figures", _add_bench_flags, _bench),
         **admin_cli.COMMANDS,
-        "bidder": ("run a provider's bidder: auction bidder run CONFIG", _add_bidder_flags, _bidder),
+        "bidder": (
+            "run a provider's bidder: auction bidder run CONFIG",
+            _add_bidder_flags,
+            _bidder,
+        ),
         "simulate-provider": (
             "serve a simulated OpenAI, Anthropic or Gemini provider on 127.0.0.1",
             _add_simulate_flags,

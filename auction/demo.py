@@ -46,7 +46,7 @@ async def running_server(app: object, host: str, port: int) -> AsyncIterator[uvi
     """Run a uvicorn server in this event loop for the duration of the block."""
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)  # type: ignore[arg-type]  # an ASGI app
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the demo owns Ctrl-C
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # the demo owns Ctrl-C
     task = asyncio.create_task(server.serve(), name="marketplace")
     while not server.started:
         if task.done():

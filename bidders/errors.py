@@ -1,11 +1,11 @@
 """Provider failures, typed by whose fault they are; failover is decided by type.
 
-    ProviderError                 the provider did not give a usable answer
-    ├── UpstreamTimeout           no (complete) answer in the time left: retry elsewhere
-    ├── UpstreamUnavailable       connection refused/reset, HTTP 5xx: retry elsewhere
-    ├── UpstreamRateLimited       HTTP 429 (retry_after_ms when the provider said): elsewhere
-    ├── UpstreamBadResponse       malformed JSON, empty content, a stream cut short: elsewhere
-    └── UpstreamRejected          HTTP 4xx other than 429: the request's own fault, not retried
+ProviderError                 the provider did not give a usable answer
+├── UpstreamTimeout           no (complete) answer in the time left: retry elsewhere
+├── UpstreamUnavailable       connection refused/reset, HTTP 5xx: retry elsewhere
+├── UpstreamRateLimited       HTTP 429 (retry_after_ms when the provider said): elsewhere
+├── UpstreamBadResponse       malformed JSON, empty content, a stream cut short: elsewhere
+└── UpstreamRejected          HTTP 4xx other than 429: the request's own fault, not retried
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Redis (REDIS_URL, or the embedded one) and a fresh key prefix per test."""
+"""Shared fixtures: a real Redis (REDIS_URL, or an embedded one) and a key prefix per test."""
 
 from __future__ import annotations
 
