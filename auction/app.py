@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from auction.errors import InvalidRequest, MarketError, RequestTooLarge
+from auction.errors import InvalidRequest, MarketError, RequestTooLarge, ServiceUnavailable
 from auction.market import Market
+from auction.resp import RespError
 from auction.routes import health
 from auction.settings import Settings
 from clearing.catalogue import Catalogue
@@ -53,6 +55,30 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(validation_to_market_error(exc))
 
+    async def redis_away(request: Request, exc: Exception) -> JSONResponse:
+        # Redis is away or refusing writes: the client may retry, so 503, never a 500.
+        log.warning("Redis unavailable: %s", type(exc).__name__)
+        return error_response(ServiceUnavailable("the market's store is unavailable; retry"))
+
+    # Connection-level failures of redis-py and of the request path's RESP client (builtin
+    # ConnectionError); error replies that mean "not now" (OOM, READONLY, LOADING, MISCONF).
+    for kind in (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        redis_errors.BusyLoadingError,
+        redis_errors.ReadOnlyError,
+        redis_errors.OutOfMemoryError,
+        ConnectionError,
+    ):
+        app.add_exception_handler(kind, redis_away)
+
+    @app.exception_handler(redis_errors.ResponseError)
+    @app.exception_handler(RespError)
+    async def redis_reply_error(request: Request, exc: Exception) -> JSONResponse:
+        if str(exc).startswith(_REFUSALS):
+            return await redis_away(request, exc)
+        raise exc
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         body = {
@@ -64,6 +90,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             }
         }
         return JSONResponse(body, status_code=exc.status_code)
+
+
+_REFUSALS = ("OOM", "READONLY", "LOADING", "MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
 def error_response(exc: MarketError) -> JSONResponse:

@@ -143,8 +143,16 @@ async def _drop_prefix(client: aioredis.Redis, prefix: str) -> None:
         await client.delete(*batch[i : i + 1000])
 
 
+async def bench_gateway(ctx: BenchContext) -> None:
+    """The marketplace's added latency and throughput (see `auction.gateway_bench`)."""
+    from auction.gateway_bench import bench_gateway as run
+
+    ctx.results["gateway"] = await run(ctx.redis_url, ctx.prefix, ctx.quick)
+
+
 BENCHMARKS: dict[str, Callable[[BenchContext], Coroutine[Any, Any, None]]] = {
     "clearing": bench_clearing,
+    "gateway": bench_gateway,
 }
 
 

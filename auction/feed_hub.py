@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -26,6 +26,7 @@ from auction.book_stream import BookChange, text
 from auction.feed import BookView, Close, FeedLimits, FeedSession, SnapshotCache
 from auction.feed_wire import Trade, WireChange, WireTrade, dumps
 from auction.keys import Keys
+from auction.resp import RespClient, RespError, url_of, xread
 from auction.scripts import register
 
 __all__ = ["FeedConnection", "FeedHub", "Trade", "publish_trade"]
@@ -80,7 +81,8 @@ class FeedHub:
     """Fan-out of one process's book changes and trades to its feed connections.
 
     Args:
-        redis: the market's Redis (the trade stream is read with XREAD BLOCK on it).
+        redis: the market's Redis (the trade stream is read with XREAD BLOCK on a connection of
+            its own, with the lean RESP client: every settlement wakes the reader).
         keys: key names.
         replica: this process's book replica, already started or started before `start`.
         models: the catalogue's model ids.
@@ -101,6 +103,7 @@ class FeedHub:
         close_timeout_s: float = 5.0,
     ) -> None:
         self._redis = redis
+        self._resp = RespClient(url_of(redis))  # blocks in XREAD: used for nothing else
         self._keys = keys
         self._replica = replica
         self._models = frozenset(models)
@@ -143,12 +146,11 @@ class FeedHub:
             return
         reader, ticker = tasks
         ticker.cancel()
-        # The trade reader is asked to stop rather than cancelled inside its blocking XREAD: a
-        # cancel there has been seen to hang in redis-py under load. It stops within one block.
+        # Cancelling the lean client's blocking XREAD is safe (its late reply is dropped).
         self._stopping = True
-        await asyncio.wait([reader], timeout=self.trade_block_ms / 1000 + 1)
         reader.cancel()
         await asyncio.wait(tasks, timeout=1)
+        await self._resp.aclose()
 
     # -- connections ------------------------------------------------------------------------------
     def open(self, key_id: str) -> FeedConnection:
@@ -267,16 +269,16 @@ class FeedHub:
         key = self._keys.trades()
         while not self._stopping:
             try:
-                reply = await self._redis.xread(
-                    {key: last_id}, count=self.trade_batch, block=self.trade_block_ms
-                )
+                [(_, entries)] = await xread(
+                    self._resp, {key: last_id}, self.trade_batch, self.trade_block_ms
+                ) or [("", [])]
                 backoff = 0.05
-            except RedisError:
+            except (RedisError, RespError, OSError):  # ConnectionError is an OSError
                 log.warning("feed: reading trades failed", exc_info=True)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
                 continue
-            for entry_id, fields in _entries(reply):
+            for entry_id, fields in entries:
                 n = _entry_n(fields)
                 if last_n is not None and n is not None and n > last_n + 1:
                     self._on_missed(n - last_n - 1)
@@ -288,18 +290,6 @@ class FeedHub:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _entries(reply: object) -> Sequence[tuple[object, object]]:
-    # XREAD answers [[stream, [(id, fields), ...]]] (RESP2) or {stream: [[...]]} (RESP3).
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        batches = list(reply.values())
-        return batches[0][0] if batches[0] and isinstance(batches[0][0], list) else batches[0]
-    assert isinstance(reply, list)
-    entries: Sequence[tuple[object, object]] = reply[0][1]
-    return entries
 
 
 def _field(fields: object, name: str) -> str | None:

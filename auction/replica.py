@@ -1,7 +1,9 @@
 """This process's copy of the order book, kept current by following the books' change streams.
 
 The replica loads each model's book (`Book.snapshot`) and then reads the change streams after
-the ids the snapshots were consistent with (one XREAD BLOCK over every model). Entries carry the
+the ids the snapshots were consistent with (one XREAD BLOCK over every model, on a connection of
+its own with the lean RESP client: every reservation and settlement wakes it, and redis-py costs
+several times more CPU per wake for an XREAD over a whole catalogue). Entries carry the
 model's change number `n`; a jump means the stream was trimmed past entries this replica never
 read, so it reloads that model and tells listeners with a `resync` change. The replica is for
 clearing and the feed: it may lag by a few milliseconds, and `Book.reserve` has the last word.
@@ -17,11 +19,11 @@ from dataclasses import replace
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from redis.typing import KeyT, StreamIdT
 
 from auction.book import Book
 from auction.book_stream import REMOVALS, BookChange, parse_change, text
 from auction.keys import Keys
+from auction.resp import RespClient, RespError, url_of, xread
 from clearing.index import BookIndex
 from clearing.types import BookSnapshot, OfferLive
 
@@ -44,6 +46,7 @@ class BookReplica:
         count: int = 1000,
     ) -> None:
         self._redis = redis
+        self._resp = RespClient(url_of(redis))  # blocks in XREAD: used for nothing else
         self._keys = keys
         self._book = Book(redis, keys)
         self._streams = {keys.book_changes(m): m for m in models}
@@ -93,6 +96,7 @@ class BookReplica:
                 await task
             except asyncio.CancelledError:
                 pass
+        await self._resp.aclose()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait until `predicate()` holds, checked after every applied batch.
@@ -120,21 +124,19 @@ class BookReplica:
         backoff = 0.05
         while True:
             try:
-                streams: dict[KeyT, StreamIdT] = {
-                    key: self._positions[m] for key, m in self._streams.items()
-                }
-                reply = await self._redis.xread(streams, count=self._count, block=self._block_ms)
-                for key, entries in _stream_batches(reply):
+                streams = {key: self._positions[m] for key, m in self._streams.items()}
+                batches = await xread(self._resp, streams, self._count, self._block_ms)
+                for key, entries in batches:
                     await self._apply(self._streams[key], entries)
                 backoff = 0.05
-            except RedisError:
+            except (RedisError, RespError, OSError):  # ConnectionError is an OSError
                 log.warning("book replica: reading changes failed", exc_info=True)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
             async with self._applied:
                 self._applied.notify_all()
 
-    async def _apply(self, model: str, entries: Sequence[tuple[object, object]]) -> None:
+    async def _apply(self, model: str, entries: Sequence[tuple[str, object]]) -> None:
         for stream_id, fields in entries:
             change = parse_change(stream_id, fields)
             if change.n != self._versions[model] + 1:
@@ -180,13 +182,3 @@ class BookReplica:
                 listener(change)
             except Exception:  # a broken listener must not stop the replica
                 log.exception("book replica: listener failed on %s", change)
-
-
-def _stream_batches(reply: object) -> list[tuple[str, Sequence[tuple[object, object]]]]:
-    # XREAD answers [[stream, [(id, fields), ...]], ...] (RESP2) or {stream: [[...]]} (RESP3).
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return [(text(k), v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
-    assert isinstance(reply, list)
-    return [(text(key), entries) for key, entries in reply]

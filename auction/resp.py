@@ -17,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import hiredis
+import redis.asyncio as aioredis
 
 Arg = str | bytes | int
 Command = Sequence[Arg]
+Entry = tuple[str, dict[bytes, bytes]]
+"""A stream entry as `xread` gives it: its id and its fields."""
 
 
 class RespError(Exception):
@@ -166,6 +169,43 @@ class RespClient:
         proto, self._proto = self._proto, None
         if proto is not None and proto.transport is not None:
             proto.transport.close()
+
+
+def url_of(redis: aioredis.Redis) -> str:
+    """A URL for `RespClient` to the server (and db, user) a redis-py client is set up for."""
+    pool = redis.connection_pool
+    kw = pool.connection_kwargs
+    user, password = kw.get("username"), kw.get("password")
+    auth = ""
+    if password is not None:
+        auth = f"{quote(user or '', safe='')}:{quote(str(password), safe='')}@"
+    if "path" in kw:
+        return f"unix://{auth}{kw['path']}?db={kw.get('db') or 0}"
+    scheme = "rediss" if "SSL" in pool.connection_class.__name__ else "redis"
+    host = kw.get("host") or "127.0.0.1"
+    return f"{scheme}://{auth}{host}:{kw.get('port') or 6379}/{kw.get('db') or 0}"
+
+
+async def xread(
+    client: RespClient, streams: Mapping[str, str], count: int, block_ms: int
+) -> list[tuple[str, list[Entry]]]:
+    """XREAD BLOCK on `client` (which must be used for nothing else while it blocks).
+
+    Returns (stream, entries) for the streams that had entries after the given ids; cancelling
+    the wait is safe (the late reply is matched to the cancelled call and dropped).
+    """
+    command: list[Arg] = ["XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS"]
+    command += streams.keys()
+    command += streams.values()
+    [reply] = await client.execute([command])
+    if isinstance(reply, RespError):
+        raise reply
+    if not reply:
+        return []
+    return [
+        (key.decode(), [(i.decode(), dict(zip(f[::2], f[1::2], strict=True))) for i, f in found])
+        for key, found in cast(list[tuple[bytes, list[tuple[bytes, list[bytes]]]]], reply)
+    ]
 
 
 def _db(path: str, query: str) -> int:
