@@ -179,6 +179,11 @@ async def run_demo(
             FeedClient(base.replace("http", "ws", 1) + "/v1/feed", key)
         )
         tasks.append(asyncio.create_task(follow_trades(feed, tally)))
+        offers = sum(len(spec.offers) for spec in DEMO_PROVIDERS)
+        with contextlib.suppress(TimeoutError):  # traffic before the book fills would get 503s
+            await feed.wait_until(
+                lambda f: sum(len(b.offers) for b in f.books.values()) >= offers, 10
+            )
         if rate > 0:
             tasks.append(asyncio.create_task(traffic(base, key, rate, tally, stop)))
         header = banner(base, key)
