@@ -150,9 +150,17 @@ async def bench_gateway(ctx: BenchContext) -> None:
     ctx.results["gateway"] = await run(ctx.redis_url, ctx.prefix, ctx.quick)
 
 
+async def bench_reliability(ctx: BenchContext) -> None:
+    """Load with faulty providers on two server processes (see `auction.reliability_bench`)."""
+    from auction.reliability_bench import bench_reliability as run
+
+    ctx.results["reliability"] = await run(ctx.redis_url, ctx.prefix, ctx.quick)
+
+
 BENCHMARKS: dict[str, Callable[[BenchContext], Coroutine[Any, Any, None]]] = {
     "clearing": bench_clearing,
     "gateway": bench_gateway,
+    "reliability": bench_reliability,
 }
 
 

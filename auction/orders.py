@@ -71,6 +71,8 @@ def parse_request(body: bytes, catalogue: Catalogue, settings: Settings) -> Pars
         data = json.loads(body)
     except ValueError:
         raise InvalidRequest("the body is not valid JSON") from None
+    except RecursionError:  # a few thousand nested brackets: refuse, not a 500
+        raise InvalidRequest("the body's JSON is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object")
     try:
