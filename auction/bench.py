@@ -157,10 +157,18 @@ async def bench_reliability(ctx: BenchContext) -> None:
     ctx.results["reliability"] = await run(ctx.redis_url, ctx.prefix, ctx.quick)
 
 
+async def bench_ingest(ctx: BenchContext) -> None:
+    """Quote ingest from 10 bidders and quote-to-clearable latency (see `auction.ingest_bench`)."""
+    from auction.ingest_bench import bench_ingest as run
+
+    ctx.results["ingest"] = await run(ctx.redis_url, ctx.prefix, ctx.quick)
+
+
 BENCHMARKS: dict[str, Callable[[BenchContext], Coroutine[Any, Any, None]]] = {
     "clearing": bench_clearing,
     "gateway": bench_gateway,
     "reliability": bench_reliability,
+    "ingest": bench_ingest,
 }
 
 

@@ -34,12 +34,15 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.typing import EncodableT
 
 from auction.book_stream import text, texts
+from auction.commands import Cmd, Runner, command, script, send_one
 from auction.keys import Keys
 from auction.offer_codec import offer_from_json, offer_to_json
+from auction.resp import Arg, RespError
 from auction.scripts import register
 from clearing.types import Offer, OfferLive
 
@@ -71,24 +74,41 @@ class ModelSnapshot:
 
 
 class Book:
-    """The shared order book. Offers given to it are already validated against the catalogue."""
+    """The shared order book. Offers given to it are already validated against the catalogue.
+
+    With a `runner` (the lean RESP client, `auction.commands.Runner`), the bidders' hot path
+    (upsert, refresh, withdraw, cancel) sends the scripts of all the models it touches in one
+    round trip; without one, or with `now_ms` pinned, each goes through redis-py on its own.
+    `aclose()` closes the runner's connection.
+    """
 
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, *, maxlen: int = 100_000, batch: int = 500
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        maxlen: int = 100_000,
+        batch: int = 500,
+        runner: Runner | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._maxlen = maxlen
         self._batch = batch
+        self._runner = runner
         self._scripts = {name: register(redis, name, prelude="book_lib") for name in _SCRIPTS}
 
     @property
     def keys(self) -> Keys:
         return self._keys
 
-    async def _run(
-        self, name: str, model: str, args: Sequence[EncodableT], now_ms: int | None
-    ) -> object:
+    async def aclose(self) -> None:
+        """Close the runner's connection, if the book has one."""
+        if self._runner is not None:
+            await self._runner.aclose()
+
+    def _layout(self, model: str, now_ms: int | None) -> tuple[list[str], list[Arg]]:
+        """The KEYS of a model's book scripts, and the ARGV every one of them starts with."""
         k = self._keys
         script_keys = [
             k.book_index(model),
@@ -98,7 +118,7 @@ class Book:
             k.book_seq(model),
             k.reservations(model),
         ]
-        head: list[EncodableT] = [
+        head: list[Arg] = [
             "" if now_ms is None else now_ms,
             model,
             self._maxlen,
@@ -108,8 +128,50 @@ class Book:
             k.tokens_window(model, ""),
             k.tokens_amounts(model, ""),
         ]
+        return script_keys, head
+
+    async def _run(
+        self, name: str, model: str, args: Sequence[EncodableT], now_ms: int | None
+    ) -> object:
+        script_keys, head = self._layout(model, now_ms)
         result: object = await self._scripts[name](keys=script_keys, args=[*head, *args])
         return result
+
+    async def _run_all(
+        self, calls: Sequence[tuple[str, str, Sequence[Arg]]], now_ms: int | None, *first: Cmd
+    ) -> list[object]:
+        """Run (script, model, args) calls, after the commands `first`; their replies in order.
+
+        One round trip on the runner; else one call at a time. Errors are redis-py's either way.
+        """
+        if self._runner is None or now_ms is not None:
+            for cmd in first:
+                await send_one(self._redis, cmd)
+            return [await self._run(name, model, args, now_ms) for name, model, args in calls]
+        batch = list(first)
+        for name, model, args in calls:
+            script_keys, head = self._layout(model, None)
+            batch.append(script(name, script_keys, args, prelude="book_lib", fixed=tuple(head)))
+        if not batch:
+            return []  # an empty batch would wait for replies that never come
+        return (await self._lean(batch))[len(first) :]
+
+    async def _lean(self, batch: Sequence[Cmd]) -> list[object]:
+        assert self._runner is not None
+        try:
+            replies = await self._runner.run(*batch)
+        except OSError as exc:  # the lean client's ConnectionError
+            raise RedisConnectionError(str(exc)) from exc
+        for reply in replies:
+            if isinstance(reply, RespError):
+                raise ResponseError(str(reply))
+        return replies
+
+    async def _hmget(self, key: str, fields: Sequence[str]) -> list[object]:
+        if self._runner is None:
+            return list(await self._redis.hmget(key, list(fields)))
+        [reply] = await self._lean([command("HMGET", key, *fields)])
+        return cast(list[object], reply)
 
     # -- offers -----------------------------------------------------------------------------------
     async def upsert(
@@ -121,34 +183,42 @@ class Book:
         Each offer lives `ttl_ms` from now. An offer id the provider posted for another model
         before is withdrawn from that model's book first.
         """
-        await self._relocate(offers, now_ms)
-        seqs: dict[str, int] = {}
-        for model, group in _by_model(offers).items():
-            args: list[EncodableT] = [session]
+        index_updates = await self._relocate(offers, now_ms)
+        groups = _by_model(offers)
+        calls: list[tuple[str, str, Sequence[Arg]]] = []
+        for model, group in groups.items():
+            args: list[Arg] = [session]
             for offer in group:
                 args.extend(_upsert_args(offer))
-            result = await self._run("upsert", model, args, now_ms)
+            calls.append(("upsert", model, args))
+        # The provider's offer-id -> model index is written before the offers themselves (first
+        # in the same batch), so an offer in a book can always be found by a withdraw; a stale
+        # entry only finds nothing.
+        replies = await self._run_all(calls, now_ms, *index_updates)
+        seqs: dict[str, int] = {}
+        for group, result in zip(groups.values(), replies, strict=True):
             seqs.update(zip((o.ref for o in group), (int(s) for s in texts(result)), strict=True))
         return seqs
 
-    async def _relocate(self, offers: Sequence[Offer], now_ms: int | None) -> None:
-        # The provider's offer-id -> model index is written before the offer itself, so an offer
-        # in a book can always be found by a withdraw; a stale entry only finds nothing.
+    async def _relocate(self, offers: Sequence[Offer], now_ms: int | None) -> list[Cmd]:
+        """Withdraw offers that moved to another model; returns the index updates to make."""
+        updates: list[Cmd] = []
+        moved: dict[str, list[str]] = {}
         for provider, group in _by_provider(offers).items():
             key = self._keys.provider_offers(provider)
-            before = await self._redis.hmget(key, [o.offer_id for o in group])
-            updates: dict[FieldT, EncodableT] = {}
-            moved: dict[str, list[str]] = {}
+            before = await self._hmget(key, [o.offer_id for o in group])
+            changed: list[Arg] = []
             for offer, old in zip(group, before, strict=True):
                 old_model = None if old is None else text(old)
                 if old_model != offer.model:
-                    updates[offer.offer_id] = offer.model
+                    changed += [offer.offer_id, offer.model]
                     if old_model is not None:
                         moved.setdefault(old_model, []).append(offer.ref)
-            for model, refs in moved.items():
-                await self._run("withdraw", model, refs, now_ms)
-            if updates:
-                await self._redis.hset(key, mapping=updates)
+            if changed:
+                updates.append(command("HSET", key, *changed))
+        if moved:
+            await self._run_all([("withdraw", m, refs) for m, refs in moved.items()], now_ms)
+        return updates
 
     async def withdraw(
         self, provider: str, offer_ids: Sequence[str], *, now_ms: int | None = None
@@ -156,15 +226,13 @@ class Book:
         """Withdraw the provider's offers by id; returns the refs withdrawn (unknown ids: none)."""
         if not offer_ids:
             return []
-        models = await self._redis.hmget(self._keys.provider_offers(provider), list(offer_ids))
+        models = await self._hmget(self._keys.provider_offers(provider), offer_ids)
         by_model: dict[str, list[str]] = {}
         for offer_id, model in zip(offer_ids, models, strict=True):
             if model is not None:
                 by_model.setdefault(text(model), []).append(f"{provider}/{offer_id}")
-        withdrawn: list[str] = []
-        for model, refs in by_model.items():
-            withdrawn.extend(texts(await self._run("withdraw", model, refs, now_ms)))
-        return withdrawn
+        replies = await self._run_all([("withdraw", m, r) for m, r in by_model.items()], now_ms)
+        return [ref for reply in replies for ref in texts(reply)]
 
     async def refresh(
         self, session: str, models: Iterable[str], *, now_ms: int | None = None
@@ -173,19 +241,16 @@ class Book:
 
         Returns how many offers were extended.
         """
-        total = 0
-        for model in models:
-            total += int(cast(int, await self._run("refresh", model, [session], now_ms)))
-        return total
+        replies = await self._run_all([("refresh", m, [session]) for m in models], now_ms)
+        return sum(int(cast(int, reply)) for reply in replies)
 
     async def cancel_session(
         self, session: str, models: Iterable[str], *, now_ms: int | None = None
     ) -> list[str]:
         """Cancel on disconnect: remove the offers the session still owns; returns their refs."""
-        cancelled: list[str] = []
-        for model in models:
-            cancelled.extend(texts(await self._run("cancel_session", model, [session], now_ms)))
-        return cancelled
+        calls = [("cancel_session", m, [session]) for m in models]
+        replies = await self._run_all(calls, now_ms)
+        return [ref for reply in replies for ref in texts(reply)]
 
     async def expire(self, models: Iterable[str], *, now_ms: int | None = None) -> list[str]:
         """Remove offers whose ttl passed and free reservations whose ttl passed.
@@ -299,7 +364,7 @@ async def sweep_forever(book: Book, models: Sequence[str], interval_s: float = 1
         await asyncio.sleep(interval_s)
 
 
-def _upsert_args(offer: Offer) -> list[EncodableT]:
+def _upsert_args(offer: Offer) -> list[Arg]:
     body = offer_to_json(offer)
     del body["seq"]  # the script splices in the seq it assigns
     return [

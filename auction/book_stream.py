@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, cast
 
 import redis.asyncio as aioredis
@@ -37,6 +37,9 @@ class BookChange:
     offer: Offer | None = None
     in_flight: int | None = None
     tokens: int | None = None
+    # The offer's JSON as the stream holds it, so the feed can pass it on without encoding it
+    # again (same fields as `offer_to_json(offer)`, in another order).
+    offer_json: str | None = field(default=None, compare=False, repr=False)
 
 
 def text(value: object) -> str:
@@ -61,7 +64,11 @@ def parse_change(stream_id: object, fields: object) -> BookChange:
     """Decode one stream entry (its id and its field mapping, as XREAD or XRANGE give them)."""
     if not isinstance(fields, Mapping):
         raise TypeError("a stream entry's fields must be a mapping")
-    f = {text(k): text(v) for k, v in fields.items()}
+    # Every replica decodes every change: bytes (the usual reply) skip the call to `text`.
+    f = {
+        (k.decode() if type(k) is bytes else text(k)): (v.decode() if type(v) is bytes else text(v))
+        for k, v in fields.items()
+    }
     offer = f.get("offer")
     in_flight = f.get("in_flight")
     tokens = f.get("tokens")
@@ -75,6 +82,7 @@ def parse_change(stream_id: object, fields: object) -> BookChange:
         offer=None if offer is None else offer_from_json(json.loads(offer)),
         in_flight=None if in_flight is None else int(in_flight),
         tokens=None if tokens is None else int(tokens),
+        offer_json=offer,
     )
 
 

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
 import redis.asyncio as aioredis
 
 from auction.accounts import Accounts, KeyRecord
@@ -41,6 +40,7 @@ from auction.resp import RespClient
 from auction.scripts import source
 from auction.settings import Settings
 from auction.settlement import Clearinghouse, Position, Ticket
+from auction.transport import LeanTransport
 from bidders.chat import completion_usage
 from clearing.catalogue import Catalogue
 from clearing.engine import clear
@@ -265,7 +265,7 @@ class MarketParts(Protocol):
     book: Book
     ledger: Ledger
     replica: BookReplica
-    http: httpx.AsyncClient
+    http: LeanTransport
 
 
 def build_broker(m: MarketParts, *, rng: random.Random | None = None) -> Broker:

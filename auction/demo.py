@@ -144,15 +144,21 @@ def banner(base: str, key: str) -> str:
 
 async def run_demo(
     settings: Settings, *, rate: float, live: bool, duration_s: float | None
-) -> None:
-    """Run the whole market until Ctrl-C (or `duration_s`), then shut it all down."""
+) -> Tally:
+    """Run the whole market until Ctrl-C (or `duration_s`), then shut it all down.
+
+    The key prefix is "demo" unless the settings name one of their own. Returns what the demo's
+    own traffic saw.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     admin_token = secrets.token_urlsafe(24)
+    default_prefix = Settings.model_fields["key_prefix"].default
+    prefix = "demo" if settings.key_prefix == default_prefix else settings.key_prefix
     settings = settings.model_copy(
-        update={"admin_token": SecretStr(admin_token), "key_prefix": "demo"}
+        update={"admin_token": SecretStr(admin_token), "key_prefix": prefix}
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     base = f"http://{settings.host}:{settings.port}"
@@ -197,8 +203,11 @@ async def run_demo(
             else:
                 log.info("trades %d ($%s), traffic %d ok / %d failed", tally.trade_count,
                          format_usd(tally.traded_nanos), tally.ok, tally.failed)  # fmt: skip
+            period = 1.0 if live else 5.0
+            if deadline is not None:
+                period = max(0.0, min(period, deadline - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0 if live else 5.0)
+                await asyncio.wait_for(stop.wait(), timeout=period)
         print("\nstopping…", flush=True)
         stop.set()
         for bidder in bidders:
@@ -207,3 +216,4 @@ async def run_demo(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     print(f"stopped: {tally.trade_count} trades, {tally.ok} demo requests served.")
+    return tally

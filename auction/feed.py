@@ -14,10 +14,16 @@ slow the market down or grow memory without bound. So while messages wait (the c
   closes with 4008 and the client may reconnect and resubscribe for a fresh snapshot.
 `seq` is given when a message leaves the outbox, so it rises by exactly 1 per message sent
 whatever was conflated; a gap the client sees always means a lost message.
+
+A client may opt into batched frames (`"batch_ms"` in a subscribe): the shell then drains the
+outbox at most every `batch_ms` with `next_frame()`, one JSON array per frame. A WebSocket frame
+costs the server far more than the feed's own work per message, so this is what lets one
+process serve a thousand subscribers of a busy book.
 """
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -40,17 +46,20 @@ from clearing.money import format_price
 from clearing.types import OfferLive
 
 __all__ = [
+    "BATCH_MS_RANGE",
     "CLOSE_INVALID_KEY",
     "CLOSE_SLOW_CONSUMER",
     "Close",
     "FeedLimits",
     "FeedSession",
     "Trade",
+    "update_text",
 ]
 
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_INVALID_KEY = 4001
 SnapshotReason = Literal["subscribe", "resync"]
+BATCH_MS_RANGE = (10, 250)  # a subscribe's `batch_ms`: 0 (off) or within this, inclusive
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +70,7 @@ class FeedLimits:
     heartbeat_ms: int = 2_500  # the interface promises one at least every 5 s
     max_message_bytes: int = 16_384  # a client frame
     max_models: int = 1_000  # models named in one subscribe
+    max_frame_chars: int = 1 << 20  # a batched frame stops growing past this (one message at least)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,21 @@ class SnapshotCache:
         return text
 
 
+def _batch_ms(data: str | bytes) -> int | None:
+    """A valid subscribe's `batch_ms`: None when left out, 0 to turn batching off.
+
+    Raises:
+        ValueError: it is not 0 or an integer within `BATCH_MS_RANGE`.
+    """
+    message = json.loads(data)  # parse_command has checked it is a JSON object
+    if "batch_ms" not in message:
+        return None
+    raw, (low, high) = message["batch_ms"], BATCH_MS_RANGE
+    if isinstance(raw, bool) or not isinstance(raw, int) or not (raw == 0 or low <= raw <= high):
+        raise ValueError(f"batch_ms must be 0 (off) or an integer from {low} to {high}")
+    return raw
+
+
 def _snapshot_fields(view: BookView, model: str) -> dict[str, object]:
     offers: list[dict[str, object]] = []
     for offer in view.index.offers(model):
@@ -122,20 +147,45 @@ def _snapshot_fields(view: BookView, model: str) -> dict[str, object]:
     return {"offers": offers, "best": best}
 
 
+def update_text(change: WireChange) -> str:
+    """An `update` message's text after its seq: built once per change, shared by sessions."""
+    return _update_text(
+        change.kind, change.head, change.offer_json, change.in_flight, change.tokens, change.ts
+    )
+
+
+def _update_text(
+    kind: str, head: str, offer: str | None, in_flight: int | None, tokens: int | None, ts: int
+) -> str:
+    parts = [f',"kind":"{kind}"', head]
+    if offer is not None:
+        parts.append(f',"offer":{offer}')
+    if in_flight is not None:
+        parts.append(f',"in_flight":{in_flight}')
+    if tokens is not None:
+        parts.append(f',"tokens_this_minute":{tokens}')
+    parts.append(f',"ts":{ts}}}')
+    return "".join(parts)
+
+
 class _Update:
-    """A book update waiting to be sent; later changes to the same offer merge into it."""
+    """A book update waiting to be sent; later changes to the same offer merge into it.
 
-    __slots__ = ("change", "in_flight", "kind", "offer_json", "tokens", "ts")
+    Until a merge it is just the change and its shared text (a session keeping up merges none).
+    """
 
-    def __init__(self, change: WireChange) -> None:
+    __slots__ = ("change", "in_flight", "kind", "merged", "offer_json", "text", "tokens", "ts")
+
+    def __init__(self, change: WireChange, text: str | None) -> None:
         self.change = change  # the first change: model, ref and their escaped `head`
-        self.kind = change.kind
-        self.offer_json = change.offer_json
-        self.in_flight = change.in_flight
-        self.tokens = change.tokens
-        self.ts = change.ts
+        self.text = text
+        self.merged = False
 
     def merge(self, later: WireChange) -> None:
+        if not self.merged:
+            first, self.merged, self.text = self.change, True, None
+            self.kind, self.offer_json = first.kind, first.offer_json
+            self.in_flight, self.tokens = first.in_flight, first.tokens
         if later.kind in REMOVALS:
             self.kind, self.offer_json, self.in_flight, self.tokens = later.kind, None, None, None
         elif later.offer_json is not None:  # new or changed: the latest offer wins
@@ -148,15 +198,10 @@ class _Update:
         self.ts = later.ts
 
     def rest(self) -> str:
-        parts = [f',"kind":"{self.kind}"', self.change.head]
-        if self.offer_json is not None:
-            parts.append(f',"offer":{self.offer_json}')
-        if self.in_flight is not None:
-            parts.append(f',"in_flight":{self.in_flight}')
-        if self.tokens is not None:
-            parts.append(f',"tokens_this_minute":{self.tokens}')
-        parts.append(f',"ts":{self.ts}}}')
-        return "".join(parts)
+        if not self.merged:
+            return self.text if self.text is not None else update_text(self.change)
+        head = self.change.head
+        return _update_text(self.kind, head, self.offer_json, self.in_flight, self.tokens, self.ts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +257,7 @@ class FeedSession:
         self._heartbeat_queued = False
         self._next_heartbeat_ms = now_ms + limits.heartbeat_ms
         self.seq = 0  # the last seq sent
+        self.batch_ms: int | None = None  # None: one message per frame
         self.conflated = 0  # book updates merged into one still waiting
         self.close: Close | None = None
 
@@ -230,13 +276,22 @@ class FeedSession:
         except BadCommand as exc:
             self._push(_Text("error", rest_of({"code": exc.code, "message": exc.message})))
             return
-        if command.action == "subscribe":
-            self._subscribe(command)
-        else:
+        if command.action == "unsubscribe":
             self._unsubscribe(command)
+            return
+        try:
+            batch_ms = _batch_ms(data)
+        except ValueError as exc:  # nothing of the message is applied
+            self._push(_Text("error", rest_of({"code": "invalid_batch_ms", "message": str(exc)})))
+            return
+        self._subscribe(command, batch_ms)
 
-    def _subscribe(self, command: Command) -> None:
-        self._push(_Text("subscribed", rest_of(command.echo())))
+    def _subscribe(self, command: Command, batch_ms: int | None) -> None:
+        echo = command.echo()
+        if batch_ms is not None:
+            echo["batch_ms"] = batch_ms
+            self.batch_ms = batch_ms or None
+        self._push(_Text("subscribed", rest_of(echo)))
         if "trades" in command.channels:
             self._trades |= command.models
         if "book" in command.channels:
@@ -253,24 +308,31 @@ class FeedSession:
                 self._drop_pending(model)
         self._push(_Text("unsubscribed", rest_of(command.echo())))
 
-    def on_change(self, change: WireChange) -> None:
-        """A change the replica applied (or a `resync`: the replica reloaded the model)."""
+    def on_change(self, change: WireChange, text: str | None = None) -> bool:
+        """A change the replica applied (or a `resync`: the replica reloaded the model).
+
+        `text` is `update_text(change)`, when the caller built it once for every session.
+        Returns True when a message was queued (a merge into a waiting one is not).
+        """
         model = change.model
-        if self.close is not None or model not in self._book:
-            return
+        if model not in self._book or self.close is not None:
+            return False
         if change.kind == "resync":
             self._mark_snapshot(model, "resync")
-            return
+            return True
         if model in self._snapshots:
-            return  # the snapshot waiting to be sent is built later and will hold this change
-        by_ref = self._updates.setdefault(model, {})
+            return False  # the snapshot waiting to be sent is built later: it holds this change
+        by_ref = self._updates.get(model)
+        if by_ref is None:
+            by_ref = self._updates[model] = {}
         pending = by_ref.get(change.ref)
         if pending is None:
-            pending = by_ref[change.ref] = _Update(change)
+            by_ref[change.ref] = pending = _Update(change, text)
             self._queue.append(pending)
-        else:
-            pending.merge(change)
-            self.conflated += 1
+            return True
+        pending.merge(change)
+        self.conflated += 1
+        return False
 
     def on_trade(self, trade: WireTrade) -> None:
         if self.close is None and trade.model in self._trades:
@@ -310,6 +372,32 @@ class FeedSession:
                 self.seq += 1
                 return f'{{"type":"{rest[0]}","seq":{self.seq}{rest[1]}'
         return None
+
+    def next_frame(self) -> str | None:
+        """The next frame: one message, or with `batch_ms` a JSON array of all that wait."""
+        if self.batch_ms is None:
+            return self.next_message()
+        parts: list[str] = []
+        size, limit, queue, updates = 0, self._limits.max_frame_chars, self._queue, self._updates
+        while queue and size < limit:
+            item = queue.popleft()
+            if type(item) is _Update:  # the common case, inlined: a thousand sessions do this
+                change = item.change
+                by_ref = updates.get(change.model)
+                if by_ref is None or by_ref.get(change.ref) is not item:
+                    continue  # superseded by a snapshot or an unsubscribe
+                del by_ref[change.ref]
+                self.seq += 1
+                message = f'{{"type":"update","seq":{self.seq}{item.rest()}'
+            else:
+                rest = self._rest(item)
+                if rest is None:
+                    continue
+                self.seq += 1
+                message = f'{{"type":"{rest[0]}","seq":{self.seq}{rest[1]}'
+            parts.append(message)
+            size += len(message)
+        return f"[{','.join(parts)}]" if parts else None
 
     def _rest(self, item: _Item) -> tuple[str, str] | None:
         if isinstance(item, _Update):

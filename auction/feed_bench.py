@@ -5,7 +5,8 @@ in production. The subscribers run in this process as lean raw-socket WebSocket 
 the figures measure the server rather than a client library: each one only splits frames and
 reads the change number out of the update's `upstream_model` ("bench-<k>"). Every change is to a
 different offer than the last few, so a delivery is only conflated if the server falls seconds
-behind; `delivered` against `expected` shows whether it did.
+behind; `delivered` against `expected` shows whether it did. `bench_feed` runs both protocols:
+one message per frame (the default) and batched frames (`batch_ms`).
 """
 
 from __future__ import annotations
@@ -38,22 +39,44 @@ from clearing.types import Offer
 
 MODEL = "gpt-4o"
 OFFERS = 200  # the bench re-quotes these in turn
+BATCH_MS = 50  # the batched run's `batch_ms`
+_UPDATE = b'{"type":"update"'
 _MARK = b'"upstream_model":"bench-'
 
 
 async def bench_feed(redis_url: str, prefix: str, quick: bool) -> dict[str, object]:
-    """Fan-out of 100 book changes/s to 1,000 subscribers for 10 s (quick: 100 for 3 s)."""
+    """Fan-out of 100 book changes/s to 1,000 subscribers for 10 s (quick: 100 for 3 s).
+
+    Twice: one message per frame ("default"), then batched frames ("batched", `BATCH_MS`).
+    """
     subscribers, seconds = (100, 3) if quick else (1_000, 10)
-    return await fan_out(redis_url, prefix, subscribers=subscribers, rate=100, seconds=seconds)
+    figures: dict[str, object] = {}
+    for mode, batch_ms in (("default", None), ("batched", BATCH_MS)):
+        figures[mode] = await fan_out(
+            redis_url,
+            f"{prefix}-{mode}",
+            subscribers=subscribers,
+            rate=100,
+            seconds=seconds,
+            batch_ms=batch_ms,
+        )
+    return figures
 
 
 async def fan_out(
-    redis_url: str, prefix: str, *, subscribers: int, rate: int, seconds: int
+    redis_url: str,
+    prefix: str,
+    *,
+    subscribers: int,
+    rate: int,
+    seconds: int,
+    batch_ms: int | None = None,
 ) -> dict[str, object]:
     """Run one fan-out measurement; the keys under `prefix` are deleted afterwards.
 
     Returns p50/p99/max delay in ms from just before `Book.upsert` to the frame's arrival, and
-    how many deliveries arrived out of subscribers × changes.
+    how many deliveries arrived out of subscribers × changes. `batch_ms` subscribes with batched
+    frames.
     """
     redis = aioredis.Redis.from_url(redis_url)
     keys = Keys(prefix)
@@ -64,15 +87,21 @@ async def fan_out(
         with _ServerProcess(redis_url, prefix) as server:
             sent: dict[int, float] = {}
             delays = array("d")
-            async with _subscribers(server.port, token, subscribers, sent, delays):
+            frames = array("q", [0])
+            subscribe = _subscribe_frame(batch_ms)
+            async with _subscribers(
+                server.port, token, subscribers, subscribe, sent, delays, frames
+            ):
                 cpu = (server.cpu_s(), time.process_time())
+                frames[0] = 0
                 changes = await _drive(book, sent, rate, seconds)
-                await _settle(delays, subscribers * changes, timeout=10)
+                settled = await _settle(delays, subscribers * changes, timeout=10)
                 server_cpu, client_cpu = server.cpu_s() - cpu[0], time.process_time() - cpu[1]
         ms = sorted(d * 1000 for d in delays)
         return {
             "subscribers": subscribers,
             "changes_per_s": rate,
+            "batch_ms": batch_ms,
             "changes": changes,
             "expected": subscribers * changes,
             "delivered": len(ms),
@@ -82,7 +111,9 @@ async def fan_out(
             "mean_ms": round(statistics.fmean(ms), 2) if ms else None,
             # CPU seconds the server process used per message sent: independent of what else
             # runs on the machine (NaN where /proc is unavailable).
+            "frames": frames[0],
             "server_cpu_us_per_message": round(server_cpu / max(1, len(ms)) * 1e6, 2),
+            "server_cpu_share": round(server_cpu / (seconds + settled), 2),
             "server_cpu_s": round(server_cpu, 2),
             "bench_process_cpu_s": round(client_cpu, 2),
         }
@@ -116,10 +147,19 @@ async def _drive(book: Book, sent: dict[int, float], rate: int, seconds: int) ->
     return total
 
 
-async def _settle(delays: array[float], expected: int, timeout: float) -> None:
-    end = time.monotonic() + timeout
-    while len(delays) < expected and time.monotonic() < end:
+async def _settle(delays: array[float], expected: int, timeout: float) -> float:
+    """Wait for the deliveries still due; returns the seconds waited."""
+    start = time.monotonic()
+    while len(delays) < expected and time.monotonic() < start + timeout:
         await asyncio.sleep(0.1)
+    return time.monotonic() - start
+
+
+def _subscribe_frame(batch_ms: int | None) -> bytes:
+    message: dict[str, object] = {"type": "subscribe", "channels": ["book"], "models": ["*"]}
+    if batch_ms is not None:
+        message["batch_ms"] = batch_ms
+    return _masked(json.dumps(message, separators=(",", ":")).encode())
 
 
 def _pct(ordered: list[float], q: float) -> float:
@@ -193,15 +233,25 @@ def _app(redis_url: str, prefix: str) -> FastAPI:
 class _Subscriber(asyncio.Protocol):
     """A minimal WebSocket client: upgrade, subscribe, then time each update frame."""
 
-    def __init__(self, port: int, token: str, sent: dict[int, float], delays: array[float]) -> None:
+    def __init__(
+        self,
+        port: int,
+        token: str,
+        subscribe: bytes,
+        sent: dict[int, float],
+        delays: array[float],
+        frames: array[int],
+    ) -> None:
         self._request = (
             f"GET /v1/feed HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
             f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
             f"Authorization: Bearer {token}\r\n\r\n"
         ).encode()
+        self._subscribe = subscribe
         self._sent = sent
         self._delays = delays
+        self._frames_seen = frames
         self._buffer = bytearray()
         self._upgraded = False
         self.ready = asyncio.get_running_loop().create_future()
@@ -225,9 +275,7 @@ class _Subscriber(asyncio.Protocol):
             del self._buffer[: end + 4]
             self._upgraded = True
             assert self.transport is not None
-            self.transport.write(
-                _masked(b'{"type":"subscribe","channels":["book"],"models":["*"]}')
-            )
+            self.transport.write(self._subscribe)
         self._frames(now)
 
     def _frames(self, now: float) -> None:
@@ -240,14 +288,17 @@ class _Subscriber(asyncio.Protocol):
                 size, head = int.from_bytes(buf[pos + 2 : pos + 10]), 10
             if len(buf) - pos < head + size:
                 break
-            start = pos + head
-            if buf.startswith(b'{"type":"update"', start):
-                mark = buf.find(_MARK, start, start + size) + len(_MARK)
+            start, pos = pos + head, pos + head + size
+            self._frames_seen[0] += 1
+            # A frame is one message or (batched) an array of them; string values are escaped,
+            # so `{"type":"update"` only ever starts a message.
+            while (start := buf.find(_UPDATE, start, pos)) >= 0:
+                mark = buf.find(_MARK, start, pos) + len(_MARK)
                 digits = buf[mark : buf.find(b'"', mark)]
                 self._delays.append(now - self._sent[int(digits)])
-            elif not self.ready.done() and buf.startswith(b'{"type":"snapshot"', start):
+                start = mark
+            if not self.ready.done() and buf.find(b'{"type":"snapshot"', pos - size, pos) >= 0:
                 self.ready.set_result(None)
-            pos = start + size
         del buf[:pos]
 
 
@@ -259,7 +310,13 @@ def _masked(payload: bytes) -> bytes:
 
 @asynccontextmanager
 async def _subscribers(
-    port: int, token: str, count: int, sent: dict[int, float], delays: array[float]
+    port: int,
+    token: str,
+    count: int,
+    subscribe: bytes,
+    sent: dict[int, float],
+    delays: array[float],
+    frames: array[int],
 ) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     clients: list[_Subscriber] = []
@@ -269,7 +326,9 @@ async def _subscribers(
                 batch = []
                 for _ in range(start, min(count, start + 50)):
                     _, client = await loop.create_connection(
-                        lambda: _Subscriber(port, token, sent, delays), "127.0.0.1", port
+                        lambda: _Subscriber(port, token, subscribe, sent, delays, frames),
+                        "127.0.0.1",
+                        port,
                     )
                     batch.append(client)
                 clients += batch

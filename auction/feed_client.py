@@ -108,6 +108,9 @@ class FeedClient:
         stale_after_s: silence after which the connection is taken for dead.
         on_message: called with every message after the local state took it in.
         max_trades: trades kept for `trades()` before the oldest are dropped.
+        batch_ms: ask the server for batched frames, at most one every `batch_ms` (10 to 250),
+            each a JSON array of messages: far less server CPU for a busy book, for up to
+            `batch_ms` more delay. None: one message per frame.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class FeedClient:
         stale_after_s: float = 10.0,
         on_message: Callable[[Message], None] | None = None,
         max_trades: int = 10_000,
+        batch_ms: int | None = None,
     ) -> None:
         self._url = url
         self._headers = {"Authorization": f"Bearer {api_key}"}
@@ -129,6 +133,7 @@ class FeedClient:
         self._backoff = backoff_s
         self._stale_after_s = stale_after_s
         self._on_message = on_message
+        self._batch_ms = batch_ms
         self._trades: asyncio.Queue[Trade] = asyncio.Queue(max_trades)
         self._changed = asyncio.Condition()
         self._ws: ClientConnection | None = None
@@ -235,13 +240,18 @@ class FeedClient:
         self._resubscribing = False
         for book in self.books.values():
             book.synced = False
-        await self._send({"type": "subscribe", "channels": self._channels, "models": self._models})
+        subscribe: Message = {"type": "subscribe", "channels": self._channels}
+        subscribe["models"] = self._models
+        if self._batch_ms is not None:
+            subscribe["batch_ms"] = self._batch_ms
+        await self._send(subscribe)
         while True:
             async with asyncio.timeout(self._stale_after_s):
                 raw = await ws.recv()
-            message = json.loads(raw)
-            if isinstance(message, dict):
-                await self._handle(message)
+            frame = json.loads(raw)  # one message, or a batch: an array of them
+            for message in frame if isinstance(frame, list) else [frame]:
+                if isinstance(message, dict):
+                    await self._handle(message)
 
     async def _send(self, message: Message) -> None:
         if self._ws is not None:

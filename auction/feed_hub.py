@@ -23,10 +23,10 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from auction.book_stream import BookChange, text
-from auction.feed import BookView, Close, FeedLimits, FeedSession, SnapshotCache
+from auction.feed import BookView, Close, FeedLimits, FeedSession, SnapshotCache, update_text
 from auction.feed_wire import Trade, WireChange, WireTrade, dumps
 from auction.keys import Keys
-from auction.resp import RespClient, RespError, url_of, xread
+from auction.resp import RespClient, RespError, StreamReads, url_of
 from auction.scripts import register
 
 __all__ = ["FeedConnection", "FeedHub", "Trade", "publish_trade"]
@@ -202,13 +202,21 @@ class FeedHub:
             self._after(conn)
 
     async def _write(self, websocket: WebSocket, conn: FeedConnection) -> None:
-        session = conn.session
+        session, loop = conn.session, asyncio.get_running_loop()
+        next_at = 0.0  # batched: when the next frame may go
         with contextlib.suppress(WebSocketDisconnect):
             while True:
-                await conn.wake.wait()
+                if session.batch_ms is None or not session.has_output:
+                    await conn.wake.wait()
+                if session.batch_ms is not None:
+                    # Waiting with `wake` set keeps the fan-out's set() a no-op; a busy batched
+                    # connection then costs one task switch per frame, not one per change.
+                    if (delay := next_at - loop.time()) > 0:
+                        await asyncio.sleep(delay)
+                    next_at = loop.time() + (session.batch_ms or 0) / 1000
                 conn.wake.clear()
-                while (message := session.next_message()) is not None:
-                    await websocket.send_text(message)
+                while (frame := session.next_frame()) is not None:
+                    await websocket.send_text(frame)
 
     async def _send_close(self, websocket: WebSocket, close: Close) -> None:
         # A lagging client may never read far enough to see the close frame; don't wait forever.
@@ -228,9 +236,10 @@ class FeedHub:
     def _on_change(self, change: BookChange) -> None:
         self.changes += 1
         wire = WireChange.of(change)
-        for conn in self._conns:
-            conn.session.on_change(wire)
-            self._after(conn)
+        text = update_text(wire)  # once for every session
+        for conn in self._conns:  # a change never closes a session (updates are conflated)
+            if conn.session.on_change(wire, text):
+                conn.wake.set()
 
     def _on_trade(self, trade: Trade) -> None:
         self.trades += 1
@@ -266,12 +275,11 @@ class FeedHub:
 
     async def _follow_trades(self, last_id: str, last_n: int | None) -> None:
         backoff = 0.05
-        key = self._keys.trades()
+        key, batch, block_ms = self._keys.trades(), self.trade_batch, self.trade_block_ms
+        reads = StreamReads(self._resp, [key], batch, block_ms)
         while not self._stopping:
             try:
-                [(_, entries)] = await xread(
-                    self._resp, {key: last_id}, self.trade_batch, self.trade_block_ms
-                ) or [("", [])]
+                [(_, entries)] = await reads.read([last_id]) or [("", [])]
                 backoff = 0.05
             except (RedisError, RespError, OSError):  # ConnectionError is an OSError
                 log.warning("feed: reading trades failed", exc_info=True)

@@ -116,7 +116,9 @@ class WireChange:
 
     @classmethod
     def of(cls, change: BookChange) -> WireChange:
-        offer = None if change.offer is None else dumps(offer_to_json(change.offer))
+        offer = change.offer_json
+        if offer is None and change.offer is not None:
+            offer = dumps(offer_to_json(change.offer))
         head = f',"model":{dumps(change.model)},"ref":{dumps(change.ref)}'
         return cls(
             change.model,

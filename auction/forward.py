@@ -33,6 +33,7 @@ from auction.providers import Providers
 from auction.records import Attempt, AttemptOutcome
 from auction.settings import Settings
 from auction.settlement import Clearinghouse, Ticket
+from auction.transport import Exchange, LeanTransport
 from auction.ttlcache import TtlCache
 from bidders.chat import ChatCompletionChunk, ChatResult, Stamp
 from bidders.errors import (
@@ -43,7 +44,7 @@ from bidders.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from bidders.protocol import Adapter, HttpReply, StreamDecoder, Upstream, is_success
+from bidders.protocol import Adapter, HttpCall, HttpReply, StreamDecoder, Upstream, is_success
 from bidders.registry import APIS
 from clearing.types import ApiName, Candidate
 
@@ -85,7 +86,7 @@ class Routes:
 class Opened:
     """A provider stream whose first chunks arrived; the rest is read by `auction.relay`."""
 
-    response: httpx.Response
+    response: Exchange
     body: AsyncIterator[bytes]
     decoder: StreamDecoder
     first: list[ChatCompletionChunk]
@@ -125,7 +126,7 @@ class Forwarder:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: LeanTransport,
         routes: Routes,
         house: Clearinghouse,
         health: Health,
@@ -294,37 +295,40 @@ class Forwarder:
         return Stamp("chatcmpl-" + order.clearing_id.removeprefix("clr_"), order.created,
                      cand.offer.model)  # fmt: skip
 
+    async def _send(self, call: HttpCall) -> Exchange:
+        return await self._http.exchange(call.method, self._url(call.url), call.headers, call.body)
+
     async def _call(self, order: Order, cand: Candidate, route: Route) -> ChatResult:
         adapter, upstream = self._upstream(cand, route)
         call = adapter.build_request(order.chat, upstream, stream=False)
         try:
-            resp = await self._http.request(
-                call.method, self._url(call.url), headers=call.headers, content=call.body
+            resp = await self._http.exchange(
+                call.method, self._url(call.url), call.headers, call.body
             )
+            content = await resp.read()
         except httpx.HTTPError as exc:
             raise provider_error(exc) from None
-        reply = HttpReply(resp.status_code, resp.headers, resp.content)
+        reply = HttpReply(resp.status, resp.headers, content)
         return adapter.parse_response(reply, upstream=upstream, stamp=self.stamp(order, cand))
 
     async def _open(self, order: Order, cand: Candidate, route: Route) -> Opened:
         adapter, upstream = self._upstream(cand, route)
         call = adapter.build_request(order.chat, upstream, stream=True)
         started = self._clock()
-        request = self._http.build_request(
-            call.method, self._url(call.url), headers=call.headers, content=call.body
-        )
         try:
-            resp = await self._http.send(request, stream=True)
+            resp = await self._http.exchange(
+                call.method, self._url(call.url), call.headers, call.body
+            )
         except httpx.HTTPError as exc:
             raise provider_error(exc) from None
         try:
-            if not is_success(resp.status_code):
-                reply = HttpReply(resp.status_code, resp.headers, await resp.aread())
+            if not is_success(resp.status):
+                reply = HttpReply(resp.status, resp.headers, await resp.read())
                 raise adapter.parse_error(reply, upstream=upstream)
             decoder = adapter.stream_decoder(
                 stamp=self.stamp(order, cand), include_usage=order.chat.include_usage
             )
-            body = resp.aiter_bytes()
+            body = aiter(resp.body)
             first: list[ChatCompletionChunk] = []
             while not first:
                 try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import httpx
 import redis.asyncio as aioredis
 from fastapi import APIRouter
 from redis.exceptions import RedisError
@@ -15,12 +14,14 @@ from auction.bidder_hub import BidderHub
 from auction.book import Book
 from auction.broker import build_broker
 from auction.catalogue import load_catalogue
+from auction.commands import Runner
 from auction.feed_hub import FeedHub
 from auction.keys import Keys
 from auction.ledger import Ledger
 from auction.operator import Operator
 from auction.providers import Providers
 from auction.replica import BookReplica
+from auction.resp import RespClient
 from auction.routes import bidders as bidder_routes
 from auction.routes.admin import admin_router
 from auction.routes.client import client_router
@@ -57,11 +58,15 @@ class Market:
         # The clients' side (added by the client-API work): shared services, then the broker.
         self.accounts = Accounts(self.redis, self.keys)
         self.providers = Providers(self.redis, self.keys)
-        self.book = Book(self.redis, self.keys)
+        # The bidders' upserts go by the lean client: all of a quote's scripts in one round trip.
+        self.book = Book(
+            self.redis, self.keys, runner=Runner(RespClient(settings.redis_url), self.redis)
+        )
         self.ledger = Ledger(self.redis, self.keys)
         self.replica = BookReplica(self.redis, self.keys, list(self.catalogue))
-        # One pooled HTTP client per process for every provider call; timeouts are per request.
-        self.http = httpx.AsyncClient(timeout=None, transport=LeanTransport())
+        # One pool of HTTP connections per process for every provider call; timeouts are per
+        # request (the forwarder's).
+        self.http = LeanTransport()
         self.broker = build_broker(self)
         self.operator = Operator(self.redis, self.keys, self.accounts, self.providers, self.book)
         # The providers' and the watchers' sides: bidder sessions (and control notices), the feed.
@@ -101,6 +106,7 @@ class Market:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+        await self.book.aclose()
         await self.redis.aclose()
 
     async def readiness(self) -> list[str]:

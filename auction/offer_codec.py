@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from clearing.money import format_price, parse_price
+from clearing.money import MAX_PRICE_MICROS, PriceMicros, format_price, parse_price
 from clearing.types import Offer
 
 
@@ -62,9 +62,9 @@ def offer_from_json(data: Mapping[str, object]) -> Offer:
         provider=_str(data["provider"]),
         offer_id=_str(data["offer_id"]),
         model=_str(data["model"]),
-        input_price=parse_price(data["input_usd_per_mtok"]),
-        output_price=parse_price(data["output_usd_per_mtok"]),
-        cached_input_price=parse_price(data["cached_input_usd_per_mtok"]),
+        input_price=_price(data["input_usd_per_mtok"]),
+        output_price=_price(data["output_usd_per_mtok"]),
+        cached_input_price=_price(data["cached_input_usd_per_mtok"]),
         concurrency=_int(capacity["concurrency"]),
         quality=_int(data["quality"]),
         context_window=_int(data["context_window"]),
@@ -79,6 +79,18 @@ def offer_from_json(data: Mapping[str, object]) -> Offer:
         region=_opt_str(data.get("region")),
         ttl_ms=_int(data["ttl_ms"]),
     )
+
+
+def _price(value: object) -> PriceMicros:
+    # Every replica decodes every change: `format_price`'s own output ("0.59", "12") is read
+    # with string operations, anything else by the general (Decimal) parser.
+    if isinstance(value, str):
+        whole, dot, frac = value.partition(".")
+        if whole.isdigit() and len(frac) <= 6 and (frac.isdigit() or not dot):
+            micros = int(whole) * 1_000_000 + (int(frac.ljust(6, "0")) if frac else 0)
+            if 0 < micros <= MAX_PRICE_MICROS:
+                return PriceMicros(micros)
+    return parse_price(value)
 
 
 def _obj(value: object) -> Mapping[str, object]:

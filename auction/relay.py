@@ -32,8 +32,11 @@ DONE = b"data: [DONE]\n\n"
 T = TypeVar("T")
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps makes one per call
+
+
 def sse(value: object) -> bytes:
-    return b"data: " + json.dumps(value, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + _ENCODE(value).encode() + b"\n\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +102,23 @@ class Relay:
         self._held = _Held()
 
     async def events(self) -> AsyncIterator[bytes]:
-        """The SSE body; settles exactly once however it ends."""
-        held, failure = self._held, None
+        """The SSE body; settles exactly once however it ends; the last piece ends in DONE.
+
+        What is read goes out before the relay would wait for more: one write per wait for
+        the provider, not one per chunk or piece (a stream that arrived whole is one write).
+        """
+        held, failure, ready = self._held, None, self._opened.response.ready
+        data = b""
         try:
             data = held.take_all(self._opened.first)
-            if data:
+            if data and not ready():
                 yield data
+                data = b""
             async for chunks in self._rest():
-                data = held.take_all(chunks)
-                if data:  # one write per piece read from the provider, not one per chunk
+                data += held.take_all(chunks)
+                if data and not ready():
                     yield data
+                    data = b""
         except (ProviderError, TimeoutError) as exc:
             failure = exc.message if isinstance(exc, ProviderError) else "the stream timed out"
         except BaseException:  # the client went away: cancelled, or the body closed early
@@ -117,9 +127,9 @@ class Relay:
         cost, end = await self._close(client_closed=False, error=failure)
         if failure is not None:
             error = UpstreamFailed(f"the provider failed during the stream: {failure}")
-            yield sse(error.body()) + DONE
+            yield data + sse(error.body()) + DONE
             return
-        yield b"".join(sse(chunk) for chunk in self._final_chunks(cost, end)) + DONE
+        yield data + b"".join(sse(chunk) for chunk in self._final_chunks(cost, end)) + DONE
 
     async def _rest(self) -> AsyncIterator[list[ChatCompletionChunk]]:
         """The chunks after the first, per piece read, within the request's deadline."""

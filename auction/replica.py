@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from auction.book import Book
 from auction.book_stream import REMOVALS, BookChange, parse_change, text
 from auction.keys import Keys
-from auction.resp import RespClient, RespError, url_of, xread
+from auction.resp import RespClient, RespError, StreamReads, url_of
 from clearing.index import BookIndex
 from clearing.types import BookSnapshot, OfferLive
 
@@ -122,11 +122,11 @@ class BookReplica:
     # -- following ---------------------------------------------------------------------------
     async def _follow(self) -> None:
         backoff = 0.05
+        reads = StreamReads(self._resp, list(self._streams), self._count, self._block_ms)
         while True:
             try:
-                streams = {key: self._positions[m] for key, m in self._streams.items()}
-                batches = await xread(self._resp, streams, self._count, self._block_ms)
-                for key, entries in batches:
+                ids = [self._positions[m] for m in self._streams.values()]
+                for key, entries in await reads.read(ids):
                     await self._apply(self._streams[key], entries)
                 backoff = 0.05
             except (RedisError, RespError, OSError):  # ConnectionError is an OSError

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import cast
 from urllib.parse import quote, unquote, urlsplit
 
@@ -186,26 +186,30 @@ def url_of(redis: aioredis.Redis) -> str:
     return f"{scheme}://{auth}{host}:{kw.get('port') or 6379}/{kw.get('db') or 0}"
 
 
-async def xread(
-    client: RespClient, streams: Mapping[str, str], count: int, block_ms: int
-) -> list[tuple[str, list[Entry]]]:
-    """XREAD BLOCK on `client` (which must be used for nothing else while it blocks).
+class StreamReads:
+    """XREAD BLOCK over a fixed set of streams, on a client used for nothing else meanwhile.
 
-    Returns (stream, entries) for the streams that had entries after the given ids; cancelling
-    the wait is safe (the late reply is matched to the cancelled call and dropped).
+    The command up to the ids is encoded once; cancelling a read is safe (the late reply is
+    matched to the cancelled call and dropped).
     """
-    command: list[Arg] = ["XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS"]
-    command += streams.keys()
-    command += streams.values()
-    [reply] = await client.execute([command])
-    if isinstance(reply, RespError):
-        raise reply
-    if not reply:
-        return []
-    return [
-        (key.decode(), [(i.decode(), dict(zip(f[::2], f[1::2], strict=True))) for i, f in found])
-        for key, found in cast(list[tuple[bytes, list[tuple[bytes, list[bytes]]]]], reply)
-    ]
+
+    def __init__(self, client: RespClient, keys: Sequence[str], count: int, block_ms: int) -> None:
+        self._client = client
+        self._head = b"*%d\r\n" % (6 + 2 * len(keys)) + pack_args(
+            ["XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", *keys]
+        )
+
+    async def read(self, ids: Sequence[str]) -> list[tuple[str, list[Entry]]]:
+        """(stream, entries) for the streams with entries after `ids` (one per key, in order)."""
+        [reply] = await self._client.execute_packed(self._head + pack_args(ids), 1)
+        if isinstance(reply, RespError):
+            raise reply
+        if not reply:
+            return []
+        return [
+            (key.decode(), [(i.decode(), dict(zip(f[::2], f[1::2], strict=True))) for i, f in got])
+            for key, got in cast(list[tuple[bytes, list[tuple[bytes, list[bytes]]]]], reply)
+        ]
 
 
 def _db(path: str, query: str) -> int:

@@ -7,6 +7,10 @@ only the wire: asyncio protocols, httptools parsing (as uvicorn does), a LIFO po
 connections per origin. Timeouts are the caller's (the forwarder bounds each attempt with
 `asyncio.timeout`); a request cancelled midway closes its connection instead of pooling it.
 Errors are httpx's own types, so callers cannot tell the difference.
+
+The forwarder skips even httpx's client (request and response models, cookies, hooks: about as
+much CPU again as the wire) with `LeanTransport.exchange`, which sends bytes and gives back the
+status, the headers as text and the body; `handle_async_request` is the same under httpx's API.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import cast
 
 import httptools
@@ -22,6 +26,7 @@ import httpx
 
 HIGH_WATER = 1 << 20  # buffered body bytes before reading from the socket pauses
 Origin = tuple[str, str, int]
+USER_AGENT = b"python-httpx/" + httpx.__version__.encode()
 
 
 class _Connection(asyncio.Protocol):
@@ -149,6 +154,33 @@ class _Body(httpx.AsyncByteStream):
             self._pool.release(self._origin, self._conn)
 
 
+class Exchange:
+    """A response whose head has arrived: its status, headers (as text) and body."""
+
+    def __init__(self, conn: _Connection, pool: LeanTransport, origin: Origin) -> None:
+        self.status = conn.status
+        self.raw_headers = conn.headers
+        self.body = _Body(conn, pool, origin)
+        self._conn = conn
+
+    def ready(self) -> bool:
+        """Whether reading the body on would not wait (data buffered, or the body is over)."""
+        conn = self._conn
+        return bool(conn.body) or conn.complete or conn.closed
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers, names lower-cased (a repeated one: its last value)."""
+        return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.raw_headers}
+
+    async def read(self) -> bytes:
+        """The whole body; the connection goes back to the pool."""
+        return b"".join([piece async for piece in self.body])
+
+    async def aclose(self) -> None:
+        await self.body.aclose()
+
+
 class LeanTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 over pooled keep-alive connections (see the module docstring)."""
 
@@ -159,25 +191,42 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        origin: Origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         body = request.content if isinstance(request.stream, httpx.ByteStream) else None
         if body is None:
             body = await request.aread()
+        head = _head(request.method, url.raw_path, request.headers.raw, len(body))
+        exchange = await self._send(_origin(url), head + body)
+        return httpx.Response(
+            exchange.status,
+            headers=exchange.raw_headers,
+            stream=exchange.body,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def exchange(
+        self, method: str, url: httpx.URL, headers: Mapping[str, str], body: bytes
+    ) -> Exchange:
+        """Send a request as it is (plus host, user-agent and, as nothing here decompresses,
+        accept-encoding: identity) and wait for the response's head.
+
+        Raises httpx.TransportError subclasses, as httpx would. Read or close the body.
+        """
+        raw = [(b"host", url.netloc), (b"user-agent", USER_AGENT)]
+        raw.append((b"accept-encoding", b"identity"))
+        raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        return await self._send(_origin(url), _head(method, url.raw_path, raw, len(body)) + body)
+
+    async def _send(self, origin: Origin, data: bytes) -> Exchange:
         conn = self._checkout(origin) or await self._connect(origin)
         try:
             assert conn.transport is not None
-            conn.transport.write(_head(request, len(body)) + body)
+            conn.transport.write(data)
             while not conn.head_done:
                 await conn.wait()
         except BaseException:  # cancelled or failed: nothing else may read from it
             conn.close()
             raise
-        return httpx.Response(
-            conn.status,
-            headers=conn.headers,
-            stream=_Body(conn, self, origin),
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        return Exchange(conn, self, origin)
 
     def _checkout(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
@@ -218,10 +267,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
 
-def _head(request: httpx.Request, length: int) -> bytes:
-    target = request.url.raw_path
-    lines = [request.method.encode() + b" " + target + b" HTTP/1.1"]
-    for name, value in request.headers.raw:
+def _origin(url: httpx.URL) -> Origin:
+    return (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+
+
+def _head(method: str, target: bytes, headers: list[tuple[bytes, bytes]], length: int) -> bytes:
+    lines = [method.encode() + b" " + target + b" HTTP/1.1"]
+    for name, value in headers:
         if name.lower() not in (b"content-length", b"transfer-encoding"):
             lines.append(name + b": " + value)
     lines.append(b"content-length: %d" % length)

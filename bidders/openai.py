@@ -159,15 +159,25 @@ class OpenAIStream:
         if "error" in raw:  # a failure after the 200 status line, sent as a data event
             message = error_message(data.encode(), None)
             raise UpstreamUnavailable(f"{API} stream failed: {message}")
-        try:
-            parsed = _Chunk.model_validate(raw)
-        except ValidationError as exc:
-            raise shape_error(API, "chunk", exc) from None
-        if parsed.usage is not None:
-            self._usage = parsed.usage.usage()
+        choices = raw.get("choices")
+        # Content chunks are checked by hand (the model costs more than the rest of the relay);
+        # anything else, and any chunk with usage, goes through the model and its errors.
+        if raw.get("usage") is not None or not _plain_choices(choices):
+            try:
+                parsed = _Chunk.model_validate(raw)
+            except ValidationError as exc:
+                raise shape_error(API, "chunk", exc) from None
+            if parsed.usage is not None:
+                self._usage = parsed.usage.usage()
+            choices = parsed.choices
         raw.update(id=self._stamp.id, created=self._stamp.created, model=self._stamp.model)
         if not self._include_usage:
             raw.pop("usage", None)
-            if not parsed.choices:
+            if not choices:
                 return None  # the usage-only chunk we asked for on our own account
         return cast(ChatCompletionChunk, raw)
+
+
+def _plain_choices(choices: object) -> bool:
+    """Whether `choices` is what `_Chunk` accepts from JSON: a list of objects."""
+    return type(choices) is list and all(type(c) is dict for c in choices)

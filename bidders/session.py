@@ -249,9 +249,13 @@ class BidderSession:
         if not isinstance(offers, list):
             raise _Refused("invalid_message", "quote.offers must be a list")
         seq = self._next_seq(message)
-        refreshed = self.models  # a quote keeps the session's earlier offers alive too
         taken, errors = self._take(offers)
         self._advance("quote")
+        # A quote keeps the session's earlier offers alive too. A model whose every offer is
+        # quoted again needs no refresh (the upsert sets their ttl), which spares a bidder that
+        # re-sends its whole state a script call per model.
+        quoted = {offer.offer_id for offer in taken}
+        refreshed = frozenset(m for i, m in self._owned.items() if i not in quoted)
         actions: list[Action] = [Refresh(refreshed)] if refreshed else []
         if taken:
             actions.append(Upsert(tuple(taken)))

@@ -633,6 +633,17 @@ def test_a_quote_also_refreshes_the_sessions_earlier_offers() -> None:
     assert isinstance(actions[1], Upsert) and actions[2] == Send({"type": "ack", "seq": 2})
 
 
+def test_a_quote_refreshes_only_models_with_offers_it_does_not_requote() -> None:
+    session = greeted()
+    quote(session, 1, minimal("a", "gpt-4o"), minimal("b"), minimal("c"))
+    whole = quote(session, 2, minimal("a", "gpt-4o"), minimal("b"), minimal("c"))
+    assert not any(isinstance(a, Refresh) for a in whole)  # the upsert sets every ttl
+    part = quote(session, 3, minimal("a", "gpt-4o"), minimal("b"))
+    assert part[0] == Refresh(frozenset({"llama-3.1-70b-instruct"}))  # c lives on too
+    moved = quote(session, 4, minimal("c", "gpt-4o"), minimal("b"))
+    assert moved[0] == Refresh(frozenset({"gpt-4o"}))  # a; c left llama for gpt-4o
+
+
 def test_models_keep_every_model_quoted_for_cancel() -> None:
     session = greeted()
     quote(session, 1, minimal("a", "gpt-4o"))

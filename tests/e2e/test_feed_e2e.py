@@ -417,3 +417,62 @@ async def test_a_slow_consumer_is_conflated_then_cut_off_while_a_fast_one_keeps_
             assert "slow consumer" in closed.value.rcvd.reason
             await fast.wait_until(lambda c: c.stats.trades == published, timeout=10)
             assert fast.stats.gaps == 0 and fast.stats.close_codes == []
+
+
+# -- batched frames (batch_ms) --------------------------------------------------------------------
+async def recv_batch(ws: ClientConnection, timeout: float = 5.0) -> list[Message]:
+    async with asyncio.timeout(timeout):
+        frame = json.loads(await ws.recv())
+    assert isinstance(frame, list) and frame and all(isinstance(m, dict) for m in frame), frame
+    return frame
+
+
+async def test_batched_frames_carry_every_message_in_order_and_conflate_per_offer(
+    server: Server, book: Book, api_key: str
+) -> None:
+    ws = await open_feed(server.url, api_key)
+    await ws.send(json.dumps({"type": "subscribe", "channels": ["book"], "models": ["gpt-4o"],
+                              "batch_ms": 250}))  # fmt: skip
+    ack, snap = await recv_batch(ws)
+    assert ack["type"] == "subscribed" and ack["batch_ms"] == 250 and ack["seq"] == 1
+    assert snap["type"] == "snapshot" and snap["seq"] == 2
+    for price in range(1, 11):  # well within one 250 ms window: merged while they wait
+        await book.upsert("s1", [offer("a", price=price * 100_000)])
+    await book.upsert("s1", [offer("b", price=50_000)])
+    messages: list[Message] = []
+    frames = 0
+    while not any(m["type"] == "update" and m["ref"] == "acme/b" for m in messages):
+        messages += await recv_batch(ws)
+        frames += 1
+    assert [m["seq"] for m in messages] == list(range(3, 3 + len(messages)))
+    updates = [m for m in messages if m["type"] == "update" and m["ref"] == "acme/a"]
+    assert updates[0]["kind"] == "new" and len(updates) < 10 and frames < 10
+    assert updates[-1]["offer"]["input_usd_per_mtok"] == format_price(PriceMicros(1_000_000))
+    await ws.close()
+
+
+@pytest.mark.parametrize("batch_ms", [5, 251, "50", None])
+async def test_a_bad_batch_ms_is_refused_and_the_connection_goes_on(
+    server: Server, api_key: str, batch_ms: object
+) -> None:
+    ws = await open_feed(server.url, api_key)
+    await ws.send(json.dumps({"type": "subscribe", "channels": ["trades"], "batch_ms": batch_ms}))
+    error = await recv(ws)
+    assert error["type"] == "error" and error["code"] == "invalid_batch_ms" and error["seq"] == 1
+    await ws.send(json.dumps({"type": "subscribe", "channels": ["trades"], "batch_ms": 10}))
+    (ack,) = await recv_batch(ws)
+    assert ack["type"] == "subscribed" and ack["seq"] == 2
+    await ws.close()
+
+
+async def test_the_client_follows_the_book_through_batched_frames(
+    server: Server, book: Book, api_key: str
+) -> None:
+    async with FeedClient(server.url, api_key, models=["gpt-4o"], batch_ms=20) as client:
+        await client.wait_until(lambda c: c.synced(["gpt-4o"]), timeout=5)
+        for i in range(30):
+            await book.upsert("s1", [offer(f"o{i % 7}", price=100_000 + i)])
+        await book.withdraw("acme", ["o3"])
+        await server.replica.sync()
+        await client.wait_until(lambda c: local_prices(c) == replica_prices(server), timeout=5)
+        assert client.stats.gaps == 0 and client.stats.errors == [] and client.stats.updates > 0

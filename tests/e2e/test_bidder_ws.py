@@ -1,0 +1,787 @@
+"""The bidder WebSocket end to end: a real `websockets` client against the real marketplace.
+
+Most tests run the marketplace in the test's event loop (`market`, from conftest); the ones about
+fills, provider removal and several sessions across processes use two uvicorn processes sharing
+one Redis (`server_processes`), and the reconnect test stops and restarts a process on one port.
+The book is read straight from Redis (`Book.snapshot`) unless the point is what a server process
+would clear, which is asked of that process (POST /v1/quote, or a chat completion).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from auction.bidder_hub import CLOSE_PROVIDER_REMOVED
+from auction.book import Book
+from auction.keys import Keys
+from auction.settings import Settings
+from bidders.events import Acked, BidderEvent, Connected, Disconnected
+from bidders.pricing import StaticPrices
+from bidders.runtime import Backoff, Bidder, BidderOptions, OfferPlan
+from bidders.simulated.server import SimulatedProvider
+from clearing.money import parse_price
+from clearing.types import Offer
+from tests.e2e.conftest import (
+    ADMIN_TOKEN,
+    MarketFactory,
+    Marketplace,
+    _wait_ready,
+    free_port,
+    server_processes,
+    settings_for,
+)
+
+MODEL = "llama-3.1-70b-instruct"  # catalogue: context 131072, output 8192, tools/json/streaming
+Json = dict[str, Any]
+NO_SIM = "http://127.0.0.1:9/v1"  # registered but never called
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def ws_url(base: str) -> str:
+    return base.replace("http", "ws", 1) + "/v1/bidders/ws"
+
+
+@contextlib.asynccontextmanager
+async def bidder(
+    base: str, token: str, provider: str | None = None
+) -> AsyncIterator[ClientConnection]:
+    """A raw bidder socket; with `provider`, already past hello/welcome."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with connect(
+        ws_url(base), additional_headers=headers, open_timeout=5, close_timeout=2
+    ) as ws:
+        if provider is not None:
+            await hello(ws, provider)
+        yield ws
+
+
+async def send(ws: ClientConnection, message: Json | str | bytes) -> None:
+    await ws.send(message if isinstance(message, str | bytes) else json.dumps(message))
+
+
+async def recv(ws: ClientConnection, timeout: float = 5.0) -> Json:
+    async with asyncio.timeout(timeout):
+        message: Json = json.loads(await ws.recv())
+    return message
+
+
+async def ask(ws: ClientConnection, message: Json | str | bytes) -> Json:
+    await send(ws, message)
+    return await recv(ws)
+
+
+async def hello(ws: ClientConnection, provider: str) -> Json:
+    welcome = await ask(ws, {"type": "hello", "provider": provider, "protocol": 1, "agent": "t/1"})
+    assert welcome["type"] == "welcome", welcome
+    return welcome
+
+
+async def quote(ws: ClientConnection, seq: object, *offers: object) -> Json:
+    return await ask(ws, {"type": "quote", "seq": seq, "offers": list(offers)})
+
+
+async def silent(ws: ClientConnection, seconds: float = 0.2) -> None:
+    """Nothing arrives for `seconds`."""
+    with pytest.raises(TimeoutError):
+        await recv(ws, seconds)
+
+
+async def closed_with(ws: ClientConnection, timeout: float = 5.0) -> int | None:
+    """Read until the server closes the socket; its close code."""
+    with pytest.raises(ConnectionClosed):
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    return ws.close_code
+
+
+def offer(offer_id: str, price_in: str = "0.50", price_out: str = "1.00", **fields: Any) -> Json:
+    body: Json = {
+        "offer_id": offer_id,
+        "model": MODEL,
+        "input_usd_per_mtok": price_in,
+        "output_usd_per_mtok": price_out,
+        "capacity": {"concurrency": 8},
+    }
+    body.update(fields)
+    return body
+
+
+async def book_of(book: Book, model: str = MODEL) -> dict[str, Offer]:
+    """The live offers of `model` in Redis, by ref (with their seq: time priority)."""
+    snapshot = await book.snapshot(model)
+    return {o.ref: o for o, _ in snapshot.entries}
+
+
+async def until(check: Callable[[], Any], timeout: float = 5.0, every: float = 0.05) -> None:
+    """Poll an async `check()` until it is truthy, for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(every)
+
+
+async def until_book(book: Book, refs: set[str], model: str = MODEL) -> None:
+    """Wait until the live offers of `model` are `refs` (a close's cancel runs server-side)."""
+
+    async def there() -> bool:
+        return set(await book_of(book, model)) == refs
+
+    await until(there)
+
+
+async def token_for(market: Marketplace, name: str = "acme", base_url: str = NO_SIM) -> str:
+    return await market.add_provider(name, base_url)
+
+
+# -- the handshake -----------------------------------------------------------------------------
+@pytest.mark.parametrize("authorization", [None, "Bearer bt_wrong", "Basic abc", "Bearer "])
+async def test_a_missing_or_wrong_token_gets_401_before_the_upgrade(
+    market: Marketplace, authorization: str | None
+) -> None:
+    await token_for(market)
+    headers = {} if authorization is None else {"Authorization": authorization}
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(ws_url(market.url), additional_headers=headers, open_timeout=5):
+            pass
+    assert refused.value.response.status_code == 401
+    assert json.loads(refused.value.response.body or b"")["error"]["code"] == "invalid_api_key"
+
+
+async def test_hello_is_answered_by_welcome(start_market: MarketFactory) -> None:
+    market = await start_market(heartbeat_ms=1234)
+    token = await token_for(market)
+    async with bidder(market.url, token) as ws, bidder(market.url, token) as other:
+        welcome = await hello(ws, "acme")
+        assert welcome["heartbeat_ms"] == 1234 and isinstance(welcome["session"], str)
+        assert (await hello(other, "acme"))["session"] != welcome["session"]
+        assert await ask(ws, {"type": "hello", "provider": "acme", "protocol": 1}) == {
+            "type": "error", "code": "unexpected_message", "message": "hello is not expected now"
+        }  # fmt: skip
+        assert (await quote(ws, 1)) == {"type": "ack", "seq": 1}  # the session went on
+
+
+async def test_hello_must_come_first_and_the_session_goes_on(market: Marketplace) -> None:
+    token = await token_for(market)
+    async with bidder(market.url, token) as ws:
+        for early in (
+            {"type": "quote", "seq": 1, "offers": [offer("o1")]},
+            {"type": "withdraw", "seq": 1, "offer_ids": ["o1"]},
+            {"type": "heartbeat"},
+        ):
+            reply = await ask(ws, early)
+            assert (reply["type"], reply["code"]) == ("error", "hello_required")
+        assert (await ask(ws, {"type": "hello", "provider": "acme", "protocol": 2}))[
+            "code"
+        ] == "unsupported_protocol"
+        for bad in ({"provider": 7, "protocol": 1}, {"provider": "acme", "protocol": "1"}):
+            reply = await ask(ws, {"type": "hello", **bad})
+            assert reply["code"] == "invalid_message"
+        await hello(ws, "acme")
+        assert await quote(ws, 1, offer("o1")) == {"type": "ack", "seq": 1}  # seq 1 was unused
+    await until_book(market.market.book, set())  # and cancelled on close
+
+
+async def test_hello_for_another_provider_is_refused_and_closed_4003(market: Marketplace) -> None:
+    token = await token_for(market, "acme")
+    await token_for(market, "rival")
+    async with bidder(market.url, token) as ws:
+        reply = await ask(ws, {"type": "hello", "provider": "rival", "protocol": 1})
+        assert (reply["type"], reply["code"]) == ("error", "wrong_provider")
+        assert await closed_with(ws) == 4003
+
+
+# -- quotes ------------------------------------------------------------------------------------
+async def test_a_quoted_offer_is_acked_and_clearable(market: Marketplace) -> None:
+    token = await token_for(market)
+    key = await market.add_key("alice")
+    async with bidder(market.url, token, "acme") as ws:
+        assert await quote(ws, 1, offer("o1", "0.40", "0.90")) == {"type": "ack", "seq": 1}
+        stored = (await book_of(market.market.book))["acme/o1"]
+        assert (stored.input_price, stored.output_price) == (
+            parse_price("0.40"),
+            parse_price("0.9"),
+        )
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+        headers = {"authorization": f"Bearer {key}"}
+
+        async def clears() -> bool:
+            reply = await market.admin.post("/v1/quote", json=body, headers=headers)
+            winner = reply.json()["winner"]
+            return winner is not None and (winner["provider"], winner["offer_id"]) == ("acme", "o1")
+
+        await until(clears, timeout=2)
+
+
+async def test_a_quote_takes_the_valid_offers_and_rejects_each_invalid_one(
+    market: Marketplace,
+) -> None:
+    token = await token_for(market)
+    async with bidder(market.url, token, "acme") as ws:
+        reply = await quote(
+            ws, 3,
+            offer("good-1"),
+            offer("bad-model", model="gpt-99"),
+            offer("good-2", "0.6", "0.7", ttl_ms=5000, region="eu", quantization="fp8"),
+            offer("bad-price", "0"),
+            5,
+            {"model": MODEL},
+        )  # fmt: skip
+        book = await book_of(market.market.book)
+    assert set(book) == {"acme/good-1", "acme/good-2"}
+    good = book["acme/good-2"]
+    assert (good.ttl_ms, good.region, good.quantization) == (5000, "eu", "fp8")
+    assert reply["type"] == "reject" and reply["seq"] == 3
+    assert reply["errors"] == [
+        {"offer_id": "bad-model", "message": "model 'gpt-99' is not in the catalogue"},
+        {"offer_id": "bad-price", "message": "input_usd_per_mtok must be greater than 0"},
+        {"offer_id": None, "message": "offers[4]: an offer must be a JSON object"},
+        {
+            "offer_id": None,
+            "message": "offers[5]: offer_id must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+        },
+    ]
+
+
+# One family of OFFER rules per case: (overrides that break an offer, what the reject says).
+INVALID: dict[str, list[tuple[Json, str]]] = {
+    "model": [
+        ({"model": "gpt-99"}, "model 'gpt-99' is not in the catalogue"),
+        ({"model": 7}, "model must be a string naming a catalogue model"),
+    ],
+    "widening": [
+        ({"context_window": 131_073}, "context_window may narrow the catalogue's 131072"),
+        ({"max_output_tokens": 8193}, "max_output_tokens may narrow the catalogue's 8192"),
+        ({"features": ["tools", "vision"]}, "lacks feature(s): vision"),
+        ({"features": ["teleport"]}, "unknown feature(s): 'teleport'"),
+        ({"context_window": 0}, "context_window must be an integer from 1 to 131072"),
+    ],
+    "prices": [
+        ({"input_usd_per_mtok": "NaN"}, "input_usd_per_mtok"),
+        ({"input_usd_per_mtok": "Infinity"}, "input_usd_per_mtok"),
+        ({"output_usd_per_mtok": "-0.5"}, "output_usd_per_mtok must be greater than 0"),
+        ({"input_usd_per_mtok": "0"}, "input_usd_per_mtok must be greater than 0"),
+        ({"input_usd_per_mtok": 0}, "input_usd_per_mtok must be greater than 0"),
+        ({"input_usd_per_mtok": "0.1234567"}, "at most 6 decimal places"),
+        ({"input_usd_per_mtok": 0.5900001}, "at most 6 decimal places"),
+        ({"output_usd_per_mtok": "100000.5"}, "output_usd_per_mtok is implausibly large"),
+        ({"input_usd_per_mtok": True}, "input_usd_per_mtok"),
+        ({"output_usd_per_mtok": None}, "output_usd_per_mtok is required"),
+        ({"cached_input_usd_per_mtok": "0.51"}, "must not exceed input_usd_per_mtok"),
+    ],
+    "ttl": [
+        ({"ttl_ms": 999}, "ttl_ms must be an integer from 1000 to 300000"),
+        ({"ttl_ms": 300_001}, "ttl_ms must be an integer from 1000 to 300000"),
+        ({"ttl_ms": 15000.0}, "ttl_ms must be an integer"),
+        ({"ttl_ms": "15000"}, "ttl_ms must be an integer"),
+    ],
+    "capacity": [
+        ({"capacity": None}, "capacity must be an object with concurrency"),
+        ({"capacity": {"concurrency": 0}}, "capacity.concurrency must be an integer from 1"),
+        ({"capacity": {"concurrency": 100_001}}, "capacity.concurrency must be an integer"),
+        ({"capacity": {"concurrency": True}}, "capacity.concurrency must be an integer"),
+        ({"capacity": {"concurrency": 8, "burst": 2}}, "unknown field(s) in capacity: 'burst'"),
+        ({"capacity": {"concurrency": 8, "tokens_per_minute": 0}}, "tokens_per_minute"),
+    ],
+    "unknown_field": [
+        ({"colour": "red"}, "unknown field(s): 'colour'"),
+        ({"quality": 99}, "unknown field(s): 'quality'"),  # quality is the catalogue's alone
+        ({"latency": {"ttft": 5}}, "unknown field(s) in latency: 'ttft'"),
+    ],
+    "other_fields": [
+        ({"quantization": "fp3"}, "quantization must be one of"),
+        ({"region": "us west"}, "region must be 1 to 32 characters"),
+        ({"upstream_model": ""}, "upstream_model must be 1 to 256 printable characters"),
+        ({"latency": {"ttft_ms": -1}}, "latency.ttft_ms must be an integer"),
+    ],
+}
+
+
+@pytest.mark.parametrize("family", list(INVALID))
+async def test_invalid_offers_are_rejected_and_leave_the_book_unchanged(
+    market: Marketplace, family: str
+) -> None:
+    cases = INVALID[family]
+    token = await token_for(market)
+    ids = [f"{family}-{i}" for i in range(len(cases))]
+    async with bidder(market.url, token, "acme") as ws:
+        assert (await quote(ws, 1, *(offer(i) for i in ids)))["type"] == "ack"
+        before = await book_of(market.market.book)
+        # Each broken offer twice: re-quoting a live offer, and as a new one.
+        requoted = [offer(i, **bad) for i, (bad, _) in zip(ids, cases, strict=True)]
+        new = [offer(f"new-{i}", **bad) for i, (bad, _) in zip(ids, cases, strict=True)]
+        reply = await quote(ws, 2, *requoted, offer("fresh"), *new)
+        after = await book_of(market.market.book)  # read before the close cancels them
+    assert reply["type"] == "reject" and reply["seq"] == 2
+    assert [e["offer_id"] for e in reply["errors"]] == ids + [f"new-{i}" for i in ids]
+    for error, (_, says) in zip(reply["errors"], cases + cases, strict=True):
+        assert says in error["message"], error
+    assert set(after) == {*before, "acme/fresh"}
+    assert {ref: after[ref] for ref in before} == before  # prices, fields and seq unchanged
+
+
+async def test_a_repeated_offer_id_in_one_quote_takes_the_first(market: Marketplace) -> None:
+    token = await token_for(market)
+    async with bidder(market.url, token, "acme") as ws:
+        reply = await quote(ws, 1, offer("o1", "0.30"), offer("o1", "0.20"), offer("o2"))
+        assert reply["errors"] == [
+            {"offer_id": "o1", "message": "duplicate offer_id in this quote; the first was taken"}
+        ]
+        book = await book_of(market.market.book)
+    assert set(book) == {"acme/o1", "acme/o2"}
+    assert book["acme/o1"].input_price == parse_price("0.30")
+
+
+async def test_offers_per_provider_are_limited(start_market: MarketFactory) -> None:
+    market = await start_market(max_offers_per_provider=2)
+    token = await token_for(market)
+    async with bidder(market.url, token, "acme") as ws:
+        reply = await quote(ws, 1, offer("a"), offer("b"), offer("c"))
+        assert reply["errors"] == [
+            {"offer_id": "c", "message": "the provider already has 2 live offers, the limit"}
+        ]
+        assert await quote(ws, 2, offer("a", "0.45")) == {"type": "ack", "seq": 2}  # no room
+        assert await ask(ws, {"type": "withdraw", "seq": 3, "offer_ids": ["b"]}) == {
+            "type": "ack", "seq": 3
+        }  # fmt: skip
+        assert await quote(ws, 4, offer("c")) == {"type": "ack", "seq": 4}
+        assert set(await book_of(market.market.book)) == {"acme/a", "acme/c"}
+
+
+async def test_requoting_changes_prices_and_moves_an_offer_between_models(
+    market: Marketplace,
+) -> None:
+    token = await token_for(market)
+    book = market.market.book
+    async with bidder(market.url, token, "acme") as ws:
+        await quote(ws, 1, offer("o1"), offer("o2"))
+        first = await book_of(book)
+        await quote(ws, 2, offer("o1"), offer("o2", "0.45"))
+        second = await book_of(book)
+        assert second["acme/o1"] == first["acme/o1"]  # same prices: same time priority
+        assert second["acme/o2"].input_price == parse_price("0.45")
+        assert second["acme/o2"].seq > first["acme/o2"].seq
+        await quote(ws, 3, offer("o2", model="llama-3.1-8b-instruct"))
+        assert set(await book_of(book)) == {"acme/o1"}
+        assert set(await book_of(book, "llama-3.1-8b-instruct")) == {"acme/o2"}
+    await until_book(book, set(), "llama-3.1-8b-instruct")  # cancel misses no model
+
+
+# -- withdraw, seq, ttl, disconnect --------------------------------------------------------------
+async def test_withdraw(market: Marketplace) -> None:
+    token = await token_for(market)
+    book = market.market.book
+    async with bidder(market.url, token, "acme") as ws:
+        await quote(ws, 1, offer("a"), offer("b"), offer("c"))
+        reply = await ask(ws, {"type": "withdraw", "seq": 2, "offer_ids": ["a", "a", "gone"]})
+        assert reply == {"type": "ack", "seq": 2}  # repeats ignored, unknown ids no error
+        assert set(await book_of(book)) == {"acme/b", "acme/c"}
+        reply = await ask(ws, {"type": "withdraw", "seq": 3, "offer_ids": ["b", "no spaces", 4]})
+        assert reply == {
+            "type": "reject",
+            "seq": 3,
+            "errors": [
+                {"offer_id": None, "message": "offer_ids[1] is not a valid offer_id"},
+                {"offer_id": None, "message": "offer_ids[2] is not a valid offer_id"},
+            ],
+        }
+        assert set(await book_of(book)) == {"acme/c"}  # the valid one was still withdrawn
+        reply = await ask(ws, {"type": "withdraw", "seq": 4, "offer_ids": "c"})
+        assert reply["code"] == "invalid_message"
+        assert set(await book_of(book)) == {"acme/c"}
+        await market.market.replica.sync()
+        assert market.market.replica.index.get("acme/b") is None
+
+
+async def test_a_replayed_or_out_of_order_seq_changes_nothing(market: Marketplace) -> None:
+    token = await token_for(market)
+    book = market.market.book
+    async with bidder(market.url, token, "acme") as ws:
+        assert await quote(ws, 5, offer("o1")) == {"type": "ack", "seq": 5}
+        before = await book_of(book)
+        for seq in (5, 3):
+            reply = await quote(ws, seq, offer("o1", "0.10"), offer("o2"))
+            assert reply == {
+                "type": "error",
+                "code": "bad_seq",
+                "message": f"seq {seq} is not greater than the last seq 5",
+            }
+        reply = await ask(ws, {"type": "withdraw", "seq": 4, "offer_ids": ["o1"]})
+        assert reply["code"] == "bad_seq"
+        for wrong in (0, "6", None, 2**53, 6.0, True):
+            reply = await quote(ws, wrong, offer("o1", "0.10"))
+            assert reply["code"] == "invalid_message", wrong
+        assert await ask(ws, {"type": "quote", "seq": 6, "offers": {}}) == {
+            "type": "error", "code": "invalid_message", "message": "quote.offers must be a list"
+        }  # fmt: skip
+        assert await book_of(book) == before
+        assert await quote(ws, 6, offer("o2")) == {"type": "ack", "seq": 6}  # 6 was never used
+
+
+async def test_heartbeats_keep_offers_alive_while_a_silent_session_expires(
+    market: Marketplace,
+) -> None:
+    token = await token_for(market)
+    book = market.market.book
+    async with (
+        bidder(market.url, token, "acme") as beating,
+        bidder(market.url, token, "acme") as requoting,
+        bidder(market.url, token, "acme") as quiet,
+    ):
+        await quote(beating, 1, offer("kept", ttl_ms=1000))
+        await quote(requoting, 1, offer("requoted", ttl_ms=1000))
+        await quote(quiet, 1, offer("silent", ttl_ms=1000))
+        started = time.monotonic()
+
+        async def keep_alive() -> None:
+            for seq in range(2, 100):  # bounded; cancelled below
+                await asyncio.sleep(0.25)
+                await send(beating, {"type": "heartbeat"})
+                assert await quote(requoting, seq) == {"type": "ack", "seq": seq}
+
+        task = asyncio.create_task(keep_alive())
+        try:
+
+            async def silent_gone() -> bool:
+                return "acme/silent" not in await book_of(book)
+
+            await until(silent_gone, timeout=4)
+            assert time.monotonic() - started >= 0.9
+            await asyncio.sleep(max(0, started + 1.6 - time.monotonic()))  # well past the ttl
+            assert set(await book_of(book)) == {"acme/kept", "acme/requoted"}
+            await silent(beating)  # a heartbeat has no answer
+            assert not task.done(), task  # the keep-alive loop met no error
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        # The sweep (every second) takes it out of the replica, and so out of clearing.
+        index = market.market.replica.index
+        await market.market.replica.wait_for(lambda: index.get("acme/silent") is None, 3)
+        assert index.get("acme/kept") is not None
+
+
+@pytest.mark.parametrize("how", ["close", "abort"])
+async def test_offers_are_cancelled_when_the_session_ends(market: Marketplace, how: str) -> None:
+    token = await token_for(market)
+    book = market.market.book
+    async with bidder(market.url, token, "acme") as other:
+        async with bidder(market.url, token, "acme") as ws:
+            await quote(
+                ws, 1, offer("mine"), offer("shared"), offer("small", model="llama-3.1-8b-instruct")
+            )
+            assert await quote(other, 1, offer("shared", "0.45")) == {"type": "ack", "seq": 1}
+            if how == "abort":
+                ws.transport.abort()  # no close frame: the server notices the TCP connection drop
+
+        await until_book(book, {"acme/shared"})  # the other session re-quoted it: owns it now
+        await until_book(book, set(), "llama-3.1-8b-instruct")
+        assert (await book_of(book))["acme/shared"].input_price == parse_price("0.45")
+
+
+# -- malformed traffic and limits ----------------------------------------------------------------
+async def test_malformed_messages_get_an_error_and_the_session_goes_on(
+    market: Marketplace,
+) -> None:
+    token = await token_for(market)
+    async with bidder(market.url, token, "acme") as ws:
+        for frame, code in (
+            ("not json", "invalid_message"),
+            ("[1, 2]", "invalid_message"),
+            ('{"type": "quote", "seq": NaN, "offers": []}', "invalid_message"),
+            ('{"type": "heartbeat", "x": Infinity}', "invalid_message"),
+            ("", "invalid_message"),
+            ('{"type": "bid"}', "unknown_type"),
+            ('{"seq": 1}', "unknown_type"),
+            ('{"type": 5}', "unknown_type"),
+            (b"\xff\xfe", "invalid_message"),
+        ):
+            reply = await ask(ws, frame)
+            assert (reply["type"], reply["code"]) == ("error", code), frame
+        binary = json.dumps({"type": "quote", "seq": 1, "offers": [offer("o1")]}).encode()
+        assert await ask(ws, binary) == {"type": "ack", "seq": 1}  # a binary frame of JSON
+        assert set(await book_of(market.market.book)) == {"acme/o1"}
+
+
+async def test_an_oversized_message_gets_an_error(start_market: MarketFactory) -> None:
+    market = await start_market(max_message_bytes=2048)
+    token = await token_for(market)
+    async with bidder(market.url, token, "acme") as ws:
+        big = {"type": "quote", "seq": 1, "offers": [offer(f"o{i}") for i in range(20)]}
+        wide = {"type": "quote", "seq": 1, "offers": [offer("o1", region="€" * 700)]}
+        assert len(json.dumps(wide, ensure_ascii=False)) < 2048  # but over 2048 UTF-8 bytes
+        for message in (json.dumps(big), json.dumps(wide, ensure_ascii=False)):
+            assert await ask(ws, message) == {
+                "type": "error",
+                "code": "message_too_large",
+                "message": "a message may be at most 2048 bytes",
+            }
+        assert await book_of(market.market.book) == {}
+        assert await quote(ws, 1, offer("o1")) == {"type": "ack", "seq": 1}
+
+
+async def test_messages_over_the_rate_limit_are_dropped_with_one_error(
+    start_market: MarketFactory,
+) -> None:
+    market = await start_market(max_messages_per_second=5)
+    token = await token_for(market)
+    async with bidder(market.url, token, "acme") as ws:  # hello is message 1 of the window
+        for seq in range(1, 11):
+            await send(ws, {"type": "quote", "seq": seq, "offers": [offer(f"o{seq}")]})
+        replies = [await recv(ws) for _ in range(5)]
+        await silent(ws, 0.3)
+        assert replies == [{"type": "ack", "seq": s} for s in range(1, 5)] + [
+            {
+                "type": "error",
+                "code": "rate_limited",
+                "message": "over the message rate limit; the message was dropped",
+            }
+        ]
+        assert set(await book_of(market.market.book)) == {f"acme/o{s}" for s in range(1, 5)}
+        await asyncio.sleep(1.0)  # the next one-second window
+        assert await quote(ws, 5, offer("o5")) == {"type": "ack", "seq": 5}  # 5 was dropped
+
+
+# -- fills -------------------------------------------------------------------------------------
+async def completion(base: str, key: str, **body: Any) -> httpx.Response:
+    request = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
+    request.update(body)
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(
+            base + "/v1/chat/completions",
+            json=request,
+            headers={"authorization": f"Bearer {key}"},
+        )
+
+
+def assert_fill(fill: Json, reply: httpx.Response, offer_id: str) -> None:
+    answer = reply.json()
+    assert fill["type"] == "fill" and fill["offer_id"] == offer_id
+    assert fill["clearing_id"] == reply.headers["x-auction-clearing-id"]
+    assert fill["model"] == MODEL
+    assert fill["input_tokens"] == answer["usage"]["prompt_tokens"] > 0
+    assert fill["output_tokens"] == answer["usage"]["completion_tokens"] > 0
+    assert Decimal(fill["cost_usd"]) == Decimal(reply.headers["x-auction-cost-usd"]) > 0
+    assert abs(fill["ts"] - time.time() * 1000) < 60_000
+
+
+async def test_a_fill_reaches_every_session_of_the_provider(market: Marketplace) -> None:
+    sim = SimulatedProvider("openai")
+    await sim.start()
+    market.sims.append(sim)
+    token = await token_for(market, "acme", sim.base_url)
+    key = await market.add_key("alice")
+    async with bidder(market.url, token, "acme") as ws, bidder(market.url, token, "acme") as ws2:
+        await quote(ws, 1, offer("o1"))
+        await market.market.replica.sync()
+        reply = await completion(market.url, key)
+        assert reply.status_code == 200, reply.text
+        fill = await recv(ws)
+        assert_fill(fill, reply, "o1")
+        assert await recv(ws2) == fill
+
+
+# -- several server processes on one Redis --------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_processes(redis_url: str) -> Iterator[tuple[list[str], str]]:
+    """Two marketplace processes on one Redis and prefix, shared by this module's tests."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    try:
+        with server_processes(settings_for(redis_url, prefix), 2) as urls:
+            yield urls, prefix
+    finally:
+        with redis.Redis.from_url(redis_url) as client:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+
+
+@contextlib.asynccontextmanager
+async def admin_of(base: str) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
+        yield http
+
+
+async def register(base: str, name: str, base_url: str = NO_SIM) -> str:
+    async with admin_of(base) as http:
+        reply = await http.post(
+            "/v1/admin/providers", json={"name": name, "api": "openai", "base_url": base_url}
+        )
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["bidder_token"])
+
+
+async def wins_at(base: str, key: str, provider: str, offer_id: str) -> bool:
+    """Whether the process at `base` would clear a request for MODEL against this offer."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8,
+            "auction": {"providers": {"only": [provider]}}}  # fmt: skip
+    async with httpx.AsyncClient(timeout=5) as http:
+        reply = await http.post(
+            base + "/v1/quote", json=body, headers={"authorization": f"Bearer {key}"}
+        )
+    winner = reply.json()["winner"]
+    return winner is not None and winner["offer_id"] == offer_id
+
+
+async def test_a_fill_reaches_a_session_held_by_another_process(
+    two_processes: tuple[list[str], str], redis_url: str
+) -> None:
+    (one, two), _ = two_processes
+    name = f"acme-{uuid.uuid4().hex[:6]}"
+    async with SimulatedProvider("openai") as sim:
+        token = await register(one, name, sim.base_url)
+        async with admin_of(two) as http:
+            reply = await http.post("/v1/admin/keys", json={"name": name, "budget_usd": "5"})
+            key = str(reply.json()["api_key"])
+        async with bidder(one, token, name) as ws:
+            assert await quote(ws, 1, offer("o1")) == {"type": "ack", "seq": 1}
+            await until(lambda: wins_at(two, key, name, "o1"))  # process two's replica has it
+            reply = await completion(two, key)
+            assert reply.status_code == 200, reply.text
+            assert reply.headers["x-auction-provider"] == name
+            assert_fill(await recv(ws), reply, "o1")
+
+
+async def test_sessions_of_one_provider_on_two_processes(
+    two_processes: tuple[list[str], str], redis_client: aioredis.Redis
+) -> None:
+    (one, two), prefix = two_processes
+    book = Book(redis_client, Keys(prefix))
+    name = f"acme-{uuid.uuid4().hex[:6]}"
+    token = await register(one, name)
+    async with bidder(two, token, name) as b:
+        async with bidder(one, token, name) as a:
+            await quote(a, 1, offer("x"), offer("y"))
+            await quote(b, 1, offer("x", "0.45"))  # the latest quote wins; b owns x now
+            assert (await book_of(book))[f"{name}/x"].input_price == parse_price("0.45")
+
+        async def only_x() -> bool:
+            return {r for r in await book_of(book) if r.startswith(name)} == {f"{name}/x"}
+
+        await until(only_x)  # a's close cancelled y, not x
+        assert await ask(b, {"type": "withdraw", "seq": 2, "offer_ids": ["x"]}) == {
+            "type": "ack", "seq": 2
+        }  # fmt: skip
+        assert not any(r.startswith(name) for r in await book_of(book))
+
+
+async def test_removing_a_provider_closes_its_sessions_and_withdraws_its_offers(
+    two_processes: tuple[list[str], str], redis_client: aioredis.Redis
+) -> None:
+    (one, two), prefix = two_processes
+    book = Book(redis_client, Keys(prefix))
+    name = f"acme-{uuid.uuid4().hex[:6]}"
+    token = await register(one, name)
+    async with bidder(one, token, name) as a, bidder(two, token, name) as b:
+        await quote(a, 1, offer("x"))
+        await quote(b, 1, offer("y", ttl_ms=300_000))
+        # An offer no open session owns (its session's process died): only the removal takes it.
+        orphan = dataclasses.replace((await book_of(book))[f"{name}/x"], offer_id="z")
+        await book.upsert("dead-session", [orphan])
+        async with admin_of(two) as http:
+            reply = await http.delete(f"/v1/admin/providers/{name}")
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["removed"] is True
+        assert reply.json()["offers_withdrawn"] >= 1  # z at least; x and y may be cancelled first
+        assert await closed_with(a) == CLOSE_PROVIDER_REMOVED
+        assert await closed_with(b) == CLOSE_PROVIDER_REMOVED
+    assert not any(r.startswith(name) for r in await book_of(book))
+    with pytest.raises(InvalidStatus) as refused:
+        async with bidder(one, token):
+            pass
+    assert refused.value.response.status_code == 401
+
+
+# -- the bidder runtime across a restart ----------------------------------------------------------
+def spawn(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    """One marketplace process on `port`, started as `server_processes` starts them."""
+    payload = settings.model_dump(mode="json")
+    payload["admin_token"] = ADMIN_TOKEN
+    env = {**os.environ, "AUCTION_SETTINGS_JSON": json.dumps(payload)}
+    command = [
+        sys.executable, "-m", "uvicorn", "auction.serve:app_from_env", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+    return subprocess.Popen(command, env=env)
+
+
+async def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (uvicorn shuts down cleanly), then SIGKILL if it lingers."""
+    proc.terminate()
+    try:
+        await asyncio.to_thread(proc.wait, 10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
+
+
+async def test_the_bidder_runtime_reconnects_and_restores_its_offers(
+    redis_url: str, key_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    settings = settings_for(redis_url, key_prefix)
+    book = Book(redis_client, Keys(key_prefix))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    events: list[BidderEvent] = []
+    plans = [
+        OfferPlan("o1", {"model": MODEL, "capacity": {"concurrency": 4}},
+                  StaticPrices(parse_price("0.5"), parse_price("1"))),
+        OfferPlan("o2", {"model": MODEL, "capacity": {"concurrency": 4}, "ttl_ms": 2000},
+                  StaticPrices(parse_price("0.6"), parse_price("1"))),
+    ]  # fmt: skip
+    options = BidderOptions(backoff=Backoff(base_ms=20, cap_ms=100), open_timeout_ms=2000)
+
+    async def acked_after(connections: int) -> bool:
+        seen = [e for e in events if isinstance(e, Connected)]
+        return len(seen) >= connections and isinstance(events[-1], Acked)
+
+    async def disconnected() -> bool:
+        return any(isinstance(e, Disconnected) for e in events)
+
+    procs = [spawn(settings, port)]
+    runtime: Bidder | None = None
+    task: asyncio.Task[None] | None = None
+    try:
+        await asyncio.to_thread(_wait_ready, procs[0], base)
+        token = await register(base, "acme")
+        runtime = Bidder(
+            ws_url(base), token, "acme", plans, options=options, on_event=events.append
+        )
+        task = asyncio.create_task(runtime.run())
+        await until(lambda: acked_after(1))
+        assert set(await book_of(book)) == {"acme/o1", "acme/o2"}
+        await stop(procs[0])
+        await until(disconnected)
+        assert await book_of(book) == {}  # the server cancelled the session as it went down
+        procs.append(spawn(settings, port))  # restarted on the same port
+        await asyncio.to_thread(_wait_ready, procs[1], base)
+        await until(lambda: acked_after(2), timeout=10)
+        sessions = [e.session for e in events if isinstance(e, Connected)]
+        assert len(set(sessions)) == len(sessions) >= 2
+        assert set(await book_of(book)) == {"acme/o1", "acme/o2"}
+        runtime.stop()
+        await asyncio.wait_for(task, 5)  # stops cleanly (and raised nothing)
+    finally:
+        if runtime is not None and task is not None:
+            runtime.stop()
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+        for proc in procs:
+            await stop(proc)
