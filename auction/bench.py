@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import random
 import statistics
@@ -143,32 +144,23 @@ async def _drop_prefix(client: aioredis.Redis, prefix: str) -> None:
         await client.delete(*batch[i : i + 1000])
 
 
-async def bench_gateway(ctx: BenchContext) -> None:
-    """The marketplace's added latency and throughput (see `auction.gateway_bench`)."""
-    from auction.gateway_bench import bench_gateway as run
+def _delegate(name: str, module: str) -> Callable[[BenchContext], Coroutine[Any, Any, None]]:
+    """A benchmark living in `module` as `bench_<name>(redis_url, prefix, quick) -> dict`."""
 
-    ctx.results["gateway"] = await run(ctx.redis_url, ctx.prefix, ctx.quick)
+    async def run(ctx: BenchContext) -> None:
+        bench = getattr(importlib.import_module(module), f"bench_{name}")
+        ctx.results[name] = await bench(ctx.redis_url, ctx.prefix, ctx.quick)
 
-
-async def bench_reliability(ctx: BenchContext) -> None:
-    """Load with faulty providers on two server processes (see `auction.reliability_bench`)."""
-    from auction.reliability_bench import bench_reliability as run
-
-    ctx.results["reliability"] = await run(ctx.redis_url, ctx.prefix, ctx.quick)
-
-
-async def bench_ingest(ctx: BenchContext) -> None:
-    """Quote ingest from 10 bidders and quote-to-clearable latency (see `auction.ingest_bench`)."""
-    from auction.ingest_bench import bench_ingest as run
-
-    ctx.results["ingest"] = await run(ctx.redis_url, ctx.prefix, ctx.quick)
+    run.__doc__ = f"See {module}."
+    return run
 
 
 BENCHMARKS: dict[str, Callable[[BenchContext], Coroutine[Any, Any, None]]] = {
     "clearing": bench_clearing,
-    "gateway": bench_gateway,
-    "reliability": bench_reliability,
-    "ingest": bench_ingest,
+    "ingest": _delegate("ingest", "auction.ingest_bench"),  # quote ingest, quote-to-clearable
+    "gateway": _delegate("gateway", "auction.gateway_bench"),  # added latency, throughput
+    "feed": _delegate("feed", "auction.feed_bench"),  # fan-out to 1,000 subscribers
+    "reliability": _delegate("reliability", "auction.reliability_bench"),  # load with faults
 }
 
 
