@@ -49,7 +49,9 @@ class EmbeddedRedis:
             "--maxmemory-policy", "noeviction",
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # Its own session: a terminal's Ctrl-C reaches the marketplace, which stops Redis last,
+        # after every process that uses it has stopped.
+        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
