@@ -179,6 +179,10 @@ class BidderSession:
         """The provider's live offers as this session knows them (quoted here, not withdrawn)."""
         return len(self._owned)
 
+    def owned_in(self, models: frozenset[str]) -> int:
+        """How many offers this session quoted (and did not withdraw) in `models`."""
+        return sum(1 for model in self._owned.values() if model in models)
+
     def receive(self, data: str | bytes, now_ms: int) -> list[Action]:
         """Handle one frame; never raises for anything a bidder can send."""
         if self.state == "closed":

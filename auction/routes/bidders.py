@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from auction.market import Market
 
 log = logging.getLogger("auction.bidders")
+CLOSE_BOOK_LOST = 1012  # "service restart": the bidder reconnects and quotes its whole state
 router = APIRouter()
 
 
@@ -91,7 +92,14 @@ async def _perform(
         elif isinstance(action, WithdrawAction):
             await market.book.withdraw(session.provider, action.offer_ids)
         elif isinstance(action, Refresh):
-            await market.book.refresh(session.session_id, action.models)
+            refreshed = await market.book.refresh(session.session_id, action.models)
+            if refreshed == 0 and session.owned_in(action.models) > 0:
+                # The book lost every offer this session keeps alive (Redis restarted without
+                # its data, or the heartbeats came too late): ask the bidder to reconnect, which
+                # makes it quote its whole state again.
+                log.warning("bidder %s: its offers are gone from the book", session.provider)
+                await websocket.close(CLOSE_BOOK_LOST, "offers lost from the book; reconnect")
+                return False
         elif isinstance(action, Close):
             await websocket.close(action.code, action.reason)
             return False
