@@ -56,6 +56,15 @@ def _to_decimal(value: object) -> Decimal:
     return dec
 
 
+def _has_places(dec: Decimal, places: Decimal) -> bool:
+    """Whether `dec` has no more decimals than `places`; a number too large to quantize (1e149)
+    is refused as too large rather than raising InvalidOperation into a 500."""
+    try:
+        return dec.quantize(places) == dec
+    except InvalidOperation:
+        raise MoneyError("is too large") from None
+
+
 def parse_price(value: object) -> PriceMicros:
     """Parse a price in USD per million tokens ("0.59") into micro-USD per Mtok.
 
@@ -65,7 +74,7 @@ def parse_price(value: object) -> PriceMicros:
     dec = _to_decimal(value)
     if dec <= 0:
         raise MoneyError("must be greater than 0")
-    if dec.quantize(_SIX_PLACES) != dec:
+    if not _has_places(dec, _SIX_PLACES):
         raise MoneyError("must have at most 6 decimal places")
     micros = int(dec * 1_000_000)
     if micros > MAX_PRICE_MICROS:
@@ -82,7 +91,7 @@ def parse_usd(value: object, *, allow_zero: bool = True) -> Nanos:
     dec = _to_decimal(value)
     if dec < 0 or (dec == 0 and not allow_zero):
         raise MoneyError("must be greater than 0" if not allow_zero else "must not be negative")
-    if dec.quantize(_NINE_PLACES) != dec:
+    if not _has_places(dec, _NINE_PLACES):
         raise MoneyError("must have at most 9 decimal places")
     nanos = int(dec * NANOS_PER_USD)
     if nanos > MAX_NANOS:

@@ -40,3 +40,12 @@ def test_price_round_trips(micros: int) -> None:
 def test_rounding_up_is_tight(picos: int) -> None:
     nanos = picos_to_nanos(picos)
     assert nanos * 1000 >= picos > (nanos - 1) * 1000
+
+
+@pytest.mark.parametrize("huge", ["1e149", 1.2e149, "1e999999", Decimal("9" * 40)])
+def test_numbers_too_large_to_quantize_are_refused_not_raised(huge: object) -> None:
+    # Found by schemathesis: POST /v1/admin/keys with budget_usd 1.2e149 was a 500.
+    with pytest.raises(MoneyError, match="too large"):
+        parse_usd(huge)
+    with pytest.raises(MoneyError, match="too large"):
+        parse_price(huge)

@@ -154,3 +154,22 @@ async def test_a_provider_that_keeps_failing_cools_down(start_market: object) ->
     # Two failures in a row start the cool-down: later requests skip the bad offer entirely.
     assert attempts == [2, 2, 1, 1]
     assert bad.stats.requests == 2
+
+
+async def test_a_body_dropped_midway_before_the_first_byte_fails_over(market: Marketplace) -> None:
+    """The provider sends half its (non-streamed) answer and cuts the connection: the client has
+    had no byte yet, so the next offer answers and only it is charged. A stream dropped after
+    the first byte reached the client ends in an error event instead, charged for what was used:
+    `test_chat_stream.py::test_a_failure_after_the_first_byte_ends_with_an_error_event`."""
+    await flaky_and_steady(market, "drop_stream")
+    key = await market.add_key("erin")
+    whole = await market.client(key).chat.completions.with_raw_response.create(
+        model=MODEL, messages=HELLO, max_tokens=10
+    )
+    auction = (whole.parse().model_extra or {})["auction"]
+    assert whole.headers["x-auction-provider"] == "steady" and auction["attempts"] == 2
+    clearing_id = whole.headers["x-auction-clearing-id"]
+    record = await record_of(market, key, clearing_id)
+    assert [a["provider"] for a in record["attempts"]] == ["flaky", "steady"]
+    assert [a["outcome"] for a in record["attempts"]] == ["unavailable", "ok"]
+    await assert_settled_once(market, key, clearing_id)
