@@ -41,7 +41,7 @@ from redis.typing import EncodableT
 from auction.book_stream import text, texts
 from auction.commands import Cmd, Runner, command, script, send_one
 from auction.keys import Keys
-from auction.offer_codec import offer_from_json, offer_to_json
+from auction.offer_codec import offer_body_text, offer_from_json, remember_written
 from auction.resp import Arg, RespError
 from auction.scripts import register
 from clearing.types import Offer, OfferLive
@@ -365,11 +365,11 @@ async def sweep_forever(book: Book, models: Sequence[str], interval_s: float = 1
 
 
 def _upsert_args(offer: Offer) -> list[Arg]:
-    body = offer_to_json(offer)
-    del body["seq"]  # the script splices in the seq it assigns
+    body = offer_body_text(offer)  # without its seq: the script splices in the seq it assigns
+    remember_written(body, offer)
     return [
         offer.ref,
-        json.dumps(body, separators=(",", ":")),
+        body,
         offer.input_price,
         offer.output_price,
         offer.cached_input_price,

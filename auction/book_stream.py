@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
@@ -10,7 +9,7 @@ from typing import Literal, cast
 import redis.asyncio as aioredis
 
 from auction.keys import Keys
-from auction.offer_codec import offer_from_json
+from auction.offer_codec import offer_from_text
 from clearing.types import Offer
 
 StreamKind = Literal["new", "changed", "withdrawn", "cancelled", "expired", "capacity"]
@@ -79,7 +78,7 @@ def parse_change(stream_id: object, fields: object) -> BookChange:
         n=int(f["n"]),
         ts=int(f["ts"]),
         stream_id=text(stream_id),
-        offer=None if offer is None else offer_from_json(json.loads(offer)),
+        offer=None if offer is None else offer_from_text(offer),
         in_flight=None if in_flight is None else int(in_flight),
         tokens=None if tokens is None else int(tokens),
         offer_json=offer,

@@ -308,6 +308,10 @@ class FeedSession:
                 self._drop_pending(model)
         self._push(_Text("unsubscribed", rest_of(command.echo())))
 
+    def follows(self, model: str) -> bool:
+        """Whether a change to `model` could reach this session (it subscribes to its book)."""
+        return model in self._book and self.close is None
+
     def on_change(self, change: WireChange, text: str | None = None) -> bool:
         """A change the replica applied (or a `resync`: the replica reloaded the model).
 

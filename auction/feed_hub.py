@@ -235,9 +235,14 @@ class FeedHub:
     # -- fan-out ----------------------------------------------------------------------------------
     def _on_change(self, change: BookChange) -> None:
         self.changes += 1
+        # Every change of every model passes here: one nobody follows costs no encoding.
+        model = change.model
+        followers = [conn for conn in self._conns if conn.session.follows(model)]
+        if not followers:
+            return
         wire = WireChange.of(change)
         text = update_text(wire)  # once for every session
-        for conn in self._conns:  # a change never closes a session (updates are conflated)
+        for conn in followers:  # a change never closes a session (updates are conflated)
             if conn.session.on_change(wire, text):
                 conn.wake.set()
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from clearing.catalogue import Catalogue, ModelInfo
-from clearing.money import MoneyError, PriceMicros, parse_price
+from clearing.money import MAX_PRICE_MICROS, MoneyError, PriceMicros, parse_price
 from clearing.types import FEATURES, QUANTIZATIONS, Offer
 
 OFFER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -72,8 +72,8 @@ def parse_offer(raw: object, provider: str, rules: OfferRules) -> Offer:
     """
     if not isinstance(raw, Mapping):
         raise OfferInvalid("an offer must be a JSON object")
-    unknown = sorted(str(k) for k in raw if k not in _FIELDS)
-    if unknown:
+    if not _FIELDS.issuperset(raw):
+        unknown = sorted(str(k) for k in raw if k not in _FIELDS)
         raise OfferInvalid(f"unknown field(s): {', '.join(_show(k) for k in unknown)}")
     offer_id = offer_id_of(raw)
     if offer_id is None:
@@ -139,6 +139,14 @@ def _price(raw: Mapping[str, object], name: str, *, required: bool) -> PriceMicr
         if required:
             raise OfferInvalid(f"{name} is required")
         return PriceMicros(0)
+    # Every quote prices every offer: a plain "0.59" is read with string operations, anything
+    # else (and every mistake, for its message) by the general Decimal parser.
+    if type(value) is str and value.isascii():
+        whole, dot, frac = value.partition(".")
+        if whole.isdigit() and len(frac) <= 6 and (frac.isdigit() or not dot):
+            micros = int(whole) * 1_000_000 + (int(frac.ljust(6, "0")) if frac else 0)
+            if 0 < micros <= MAX_PRICE_MICROS:
+                return PriceMicros(micros)
     try:
         return parse_price(value)
     except MoneyError as exc:
@@ -148,8 +156,8 @@ def _price(raw: Mapping[str, object], name: str, *, required: bool) -> PriceMicr
 def _capacity(value: object) -> tuple[int, int | None]:
     if not isinstance(value, Mapping):
         raise OfferInvalid("capacity must be an object with concurrency")
-    unknown = sorted(str(k) for k in value if k not in _CAPACITY_FIELDS)
-    if unknown:
+    if not _CAPACITY_FIELDS.issuperset(value):
+        unknown = sorted(str(k) for k in value if k not in _CAPACITY_FIELDS)
         raise OfferInvalid(f"unknown field(s) in capacity: {', '.join(map(_show, unknown))}")
     concurrency = _int(value.get("concurrency"), "capacity.concurrency", 1, MAX_CONCURRENCY)
     tpm = value.get("tokens_per_minute")
@@ -161,8 +169,8 @@ def _latency(value: object) -> tuple[int | None, int | None]:
         return None, None
     if not isinstance(value, Mapping):
         raise OfferInvalid("latency must be an object")
-    unknown = sorted(str(k) for k in value if k not in _LATENCY_FIELDS)
-    if unknown:
+    if not _LATENCY_FIELDS.issuperset(value):
+        unknown = sorted(str(k) for k in value if k not in _LATENCY_FIELDS)
         raise OfferInvalid(f"unknown field(s) in latency: {', '.join(map(_show, unknown))}")
     return (
         _optional_int(value.get("ttft_ms"), "latency.ttft_ms", MAX_TTFT_MS),

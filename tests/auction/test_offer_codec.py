@@ -7,7 +7,13 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auction.offer_codec import offer_from_json, offer_to_json
+from auction.offer_codec import (
+    offer_body_text,
+    offer_from_json,
+    offer_from_text,
+    offer_to_json,
+    remember_written,
+)
 from clearing.money import MAX_PRICE_MICROS, PriceMicros
 from clearing.types import FEATURES, QUANTIZATIONS, Offer
 
@@ -106,3 +112,23 @@ def test_absent_optionals_are_left_out() -> None:
     assert wire["capacity"] == {"concurrency": 1}
     assert not {"upstream_model", "quantization", "latency", "region"} & wire.keys()
     assert wire["input_usd_per_mtok"] == "0.000001"
+
+
+@given(offers)
+def test_body_text_is_the_json_of_the_wire_form_without_seq(offer: Offer) -> None:
+    body = offer_to_json(offer)
+    del body["seq"]
+    assert offer_body_text(offer) == json.dumps(body, separators=(",", ":"))
+
+
+@given(offers, st.integers(min_value=0, max_value=2**53), st.booleans())
+def test_stream_text_decodes_alike_whether_written_here_or_not(
+    offer: Offer, seq: int, written_here: bool
+) -> None:
+    body = offer_body_text(offer)
+    if written_here:
+        remember_written(body, offer)
+    stream_text = body[:-1] + f',"seq":{seq}}}'  # as the upsert script splices it
+    decoded = offer_from_text(stream_text)
+    assert decoded == offer_from_json(json.loads(stream_text))
+    assert decoded.seq == seq
