@@ -95,7 +95,8 @@ async def traffic(base: str, key: str, rate: float, tally: Tally, stop: asyncio.
                 await asyncio.wait_for(stop.wait(), timeout=rng.expovariate(rate))
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            await asyncio.wait(pending, timeout=5)
 
 
 async def _one_request(client: httpx.AsyncClient, rng: random.Random, tally: Tally) -> None:
@@ -214,6 +215,6 @@ async def run_demo(
             bidder.stop()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait(tasks, timeout=5)  # a task slow to cancel must not hold up Ctrl-C
     print(f"stopped: {tally.trade_count} trades, {tally.ok} demo requests served.")
     return tally
