@@ -12,15 +12,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.resources import files
 from typing import Literal, cast, get_args
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.typing import EncodableT, FieldT
 
 from auction.errors import BudgetExceeded, InvalidApiKey, InvalidRequest, NotFound
 from auction.keys import Keys
+from auction.scripts import register
 from clearing.money import MAX_NANOS, Nanos, format_usd
 
 log = logging.getLogger(__name__)
@@ -36,11 +35,6 @@ MAX_HOLD_ID = 200
 # A settle mark outlives any plausible retry of the same settle; older marks are pruned.
 SETTLED_KEEP_MS = 7 * 86_400_000
 DAY_MS = 86_400_000
-
-
-def _lua(redis: aioredis.Redis, name: str) -> AsyncScript:
-    """Register auction/lua/NAME.lua (a private loader until auction/scripts.py replaces it)."""
-    return redis.register_script(files("auction").joinpath(f"lua/{name}.lua").read_text())
 
 
 def _text(value: bytes | str) -> str:
@@ -181,11 +175,11 @@ class Accounts:
         self._redis = redis
         self._keys = keys
         self._clock = clock
-        self._create = _lua(redis, "account_create")
-        self._budget = _lua(redis, "account_budget")
-        self._hold = _lua(redis, "hold")
-        self._settle = _lua(redis, "hold_settle")
-        self._release = _lua(redis, "hold_release")
+        self._create = register(redis, "account_create")
+        self._budget = register(redis, "account_budget")
+        self._hold = register(redis, "hold", prelude="account_lib")
+        self._settle = register(redis, "hold_settle", prelude="account_lib")
+        self._release = register(redis, "hold_release")
 
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(self._clock())

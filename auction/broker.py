@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 
 # The scripts the request path sends by EVALSHA (auction.commands): loaded at start.
 SCRIPTS: tuple[tuple[str, str | None], ...] = (
-    ("rate_hit", None), ("hold", None), ("hold_release", None), ("hold_settle", None),
+    ("rate_hit", None), ("hold", "account_lib"), ("hold_release", None),
+    ("hold_settle", "account_lib"),
     ("reserve", "book_lib"), ("release", "book_lib"), ("settle", "book_lib"),
     ("health_record", None), ("ledger_append", None), ("trade_publish", None),
 )  # fmt: skip

@@ -102,7 +102,7 @@ class Commands:
 
     def hold(self, key_id: str, hold_id: str, amount: int, ttl_ms: int) -> Cmd:
         keys = [*self._hold_keys(key_id), self.keys.settled_holds(key_id)]
-        return script("hold", keys, [hold_id, amount, ttl_ms, ""])
+        return script("hold", keys, [hold_id, amount, ttl_ms, ""], prelude="account_lib")
 
     def hold_release(self, key_id: str, hold_id: str) -> Cmd:
         return script("hold_release", self._hold_keys(key_id)[1:], [hold_id])
@@ -110,7 +110,9 @@ class Commands:
     def hold_settle(self, key_id: str, hold_id: str, charge: int) -> Cmd:
         k = self.keys
         keys = [*self._hold_keys(key_id), k.settled_holds(key_id), k.settled_order(key_id)]
-        return script("hold_settle", keys, [hold_id, charge, "", SETTLED_KEEP_MS])
+        return script(
+            "hold_settle", keys, [hold_id, charge, "", SETTLED_KEEP_MS], prelude="account_lib"
+        )
 
     # -- the book of one model: slot {b:MODEL} ------------------------------------------------
     def _book(self, name: str, model: str, args: Sequence[Arg]) -> Cmd:

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from importlib.resources import files
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 
 from auction.keys import Keys
+from auction.scripts import register
 from clearing.money import Nanos, PriceMicros
 
 PAGE = 500
-
-
-def _lua(redis: aioredis.Redis, name: str) -> AsyncScript:
-    """Register auction/lua/NAME.lua (a private loader until auction/scripts.py replaces it)."""
-    return redis.register_script(files("auction").joinpath(f"lua/{name}.lua").read_text())
 
 
 def _text(value: bytes | str) -> str:
@@ -101,7 +95,7 @@ class Ledger:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._append = _lua(redis, "ledger_append")
+        self._append = register(redis, "ledger_append")
 
     async def append(self, entry: Settlement) -> str:
         """Write the settlement; returns its entry id.

@@ -9,15 +9,14 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import cast
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 
 from auction.errors import InvalidApiKey, InvalidRequest, NotFound
 from auction.keys import Keys
+from auction.scripts import register
 from clearing.types import API_NAMES, ApiName
 
 log = logging.getLogger(__name__)
@@ -26,11 +25,6 @@ TOKEN_PREFIX = "bt-"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 MAX_URL = 2048
 MAX_API_KEY = 8192
-
-
-def _lua(redis: aioredis.Redis, name: str) -> AsyncScript:
-    """Register auction/lua/NAME.lua (a private loader until auction/scripts.py replaces it)."""
-    return redis.register_script(files("auction").joinpath(f"lua/{name}.lua").read_text())
 
 
 def _hash(token: str) -> str:
@@ -109,9 +103,9 @@ class Providers:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._add = _lua(redis, "provider_add")
-        self._remove = _lua(redis, "provider_remove")
-        self._rotate = _lua(redis, "provider_rotate")
+        self._add = register(redis, "provider_add")
+        self._remove = register(redis, "provider_remove")
+        self._rotate = register(redis, "provider_rotate")
 
     async def add(
         self, name: str, api: ApiName, base_url: str, api_key: str | None = None

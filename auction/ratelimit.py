@@ -5,20 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.resources import files
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 
 from auction.errors import InvalidRequest, RateLimited
 from auction.keys import Keys
+from auction.scripts import register
 
 WINDOW_MS = 60_000
-
-
-def _lua(redis: aioredis.Redis, name: str) -> AsyncScript:
-    """Register auction/lua/NAME.lua (a private loader until auction/scripts.py replaces it)."""
-    return redis.register_script(files("auction").joinpath(f"lua/{name}.lua").read_text())
 
 
 def _wall_ms() -> int:
@@ -46,7 +40,7 @@ class RateLimiter:
         self._redis = redis
         self._keys = keys
         self._clock = clock
-        self._hit = _lua(redis, "rate_hit")
+        self._hit = register(redis, "rate_hit")
 
     async def hit(self, key_id: str, limit_per_minute: int) -> RateDecision:
         """Count one request for the key if it is within the limit; refused ones do not count."""
