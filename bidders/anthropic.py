@@ -23,7 +23,6 @@ from bidders.chat import (
     ChatResult,
     DeveloperMessage,
     FinishReason,
-    ImagePart,
     ImageUrl,
     JsonSchemaFormat,
     Message,
@@ -45,6 +44,7 @@ from bidders.protocol import (
     HttpCall,
     HttpReply,
     Upstream,
+    add_turn,
     dump_json,
     error_message,
     is_success,
@@ -52,6 +52,7 @@ from bidders.protocol import (
     provider_error,
     retry_after_ms,
     shape_error,
+    user_parts,
 )
 from bidders.sse import SseParser
 from clearing.types import Usage
@@ -161,26 +162,14 @@ def _conversation(messages: list[Message]) -> tuple[list[str], list[JSON]]:
                 system.append(text)
             continue
         if isinstance(message, UserMessage):
-            role, blocks = "user", _user_blocks(message)
+            role, blocks = "user", user_parts(message, _text, _image)
         elif isinstance(message, AssistantMessage):
             role, blocks = "assistant", _assistant_blocks(message)
         else:
             result = {"tool_use_id": message.tool_call_id, "content": text_of(message.content)}
             role, blocks = "user", [{"type": "tool_result", **result}]
-        if turns and turns[-1][0] == role:
-            turns[-1][1].extend(blocks)
-        else:
-            turns.append((role, blocks))
+        add_turn(turns, role, blocks)
     return system, [{"role": role, "content": blocks} for role, blocks in turns]
-
-
-def _user_blocks(message: UserMessage) -> list[JSON]:
-    if isinstance(message.content, str):
-        return _text(message.content)
-    blocks: list[JSON] = []
-    for part in message.content:
-        blocks.extend([_image(part.image_url)] if isinstance(part, ImagePart) else _text(part.text))
-    return blocks
 
 
 def _assistant_blocks(message: AssistantMessage) -> list[JSON]:

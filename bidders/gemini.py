@@ -29,7 +29,6 @@ from bidders.chat import (
     DeveloperMessage,
     FinishReason,
     FunctionDef,
-    ImagePart,
     ImageUrl,
     JsonSchemaFormat,
     Message,
@@ -51,6 +50,7 @@ from bidders.protocol import (
     HttpCall,
     HttpReply,
     Upstream,
+    add_turn,
     dump_json,
     error_message,
     is_success,
@@ -58,6 +58,7 @@ from bidders.protocol import (
     provider_error,
     retry_after_ms,
     shape_error,
+    user_parts,
 )
 from bidders.sse import SseParser
 from clearing.types import Usage
@@ -137,26 +138,14 @@ def _contents(messages: list[Message]) -> tuple[list[str], list[JSON]]:
                 system.append(text)
             continue
         if isinstance(message, UserMessage):
-            role, parts = "user", _user_parts(message)
+            role, parts = "user", user_parts(message, _text, _image)
         elif isinstance(message, AssistantMessage):
             names.update({call.id: call.function.name for call in message.tool_calls or []})
             role, parts = "model", _model_parts(message)
         else:
             role, parts = "user", [_function_response(message, names)]
-        if turns and turns[-1][0] == role:
-            turns[-1][1].extend(parts)
-        else:
-            turns.append((role, parts))
+        add_turn(turns, role, parts)
     return system, [{"role": role, "parts": parts} for role, parts in turns]
-
-
-def _user_parts(message: UserMessage) -> list[JSON]:
-    if isinstance(message.content, str):
-        return _text(message.content)
-    parts: list[JSON] = []
-    for part in message.content:
-        parts.extend([_image(part.image_url)] if isinstance(part, ImagePart) else _text(part.text))
-    return parts
 
 
 def _model_parts(message: AssistantMessage) -> list[JSON]:

@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol
 
 from pydantic import ValidationError
 
-from bidders.chat import ChatCompletionChunk, ChatRequest, ChatResult, Stamp
+from bidders.chat import (
+    JSON,
+    ChatCompletionChunk,
+    ChatRequest,
+    ChatResult,
+    ImagePart,
+    ImageUrl,
+    Stamp,
+    UserMessage,
+)
 from bidders.errors import (
     ProviderError,
     UpstreamBadResponse,
@@ -178,3 +187,25 @@ def dump_json(value: object) -> bytes:
 
 def is_success(status: int) -> bool:
     return 200 <= status <= 299
+
+
+def user_parts(
+    message: UserMessage,
+    text: Callable[[str], list[JSON]],
+    image: Callable[[ImageUrl], JSON],
+) -> list[JSON]:
+    """A user message's content in an API's own parts, given how that API writes text and images."""
+    if isinstance(message.content, str):
+        return text(message.content)
+    parts: list[JSON] = []
+    for part in message.content:
+        parts.extend([image(part.image_url)] if isinstance(part, ImagePart) else text(part.text))
+    return parts
+
+
+def add_turn(turns: list[tuple[str, list[JSON]]], role: str, parts: list[JSON]) -> None:
+    """Append a turn, or extend the last one when it has the same role (strict alternation)."""
+    if turns and turns[-1][0] == role:
+        turns[-1][1].extend(parts)
+    else:
+        turns.append((role, parts))
