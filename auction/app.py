@@ -2,26 +2,54 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from auction.errors import InvalidRequest, MarketError, RequestTooLarge, ServiceUnavailable
+from auction.errors import MarketError, RequestTooLarge
+from auction.http_errors import (
+    REDIS_AWAY,
+    REDIS_REPLY_ERRORS,
+    client_error,
+    error_response,
+    send_error,
+    validation_to_market_error,
+)
 from auction.market import Market
-from auction.resp import RespError
 from auction.routes import health
 from auction.settings import Settings
 from clearing.catalogue import Catalogue
 
 log = logging.getLogger("auction.app")
+
+
+class MarketApp(FastAPI):
+    """FastAPI, plus raw ASGI endpoints for the hottest paths.
+
+    A request whose method and exact path are in `fast_routes` goes straight to its endpoint,
+    past the middleware stack and routing (tens of microseconds per request); the endpoint
+    does its own body limit and error rendering (`auction.http_errors`). Everything else,
+    including lifespan, is FastAPI's.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fast_routes: dict[tuple[str, str], ASGIApp] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.fast_routes.get((scope["method"], scope["path"]))
+            if endpoint is not None and not scope.get("root_path"):
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> FastAPI:
@@ -36,8 +64,9 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
         finally:
             await market.stop()
 
-    app = FastAPI(title="LLM inference auction", version="1.0", lifespan=lifespan)
+    app = MarketApp(title="LLM inference auction", version="1.0", lifespan=lifespan)
     app.state.market = market
+    app.fast_routes.update(market.fast_routes())
     _install_error_handlers(app)
     app.include_router(health.router)
     for router in market.routers():
@@ -47,37 +76,19 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(MarketError)
-    async def market_error(request: Request, exc: MarketError) -> JSONResponse:
-        return error_response(exc)
+    async def render(request: Request, exc: Exception) -> JSONResponse:
+        error = client_error(exc)
+        if error is None:
+            raise exc
+        return error_response(error)
+
+    kinds: tuple[type[Exception], ...] = (MarketError, *REDIS_AWAY, *REDIS_REPLY_ERRORS)
+    for kind in kinds:
+        app.add_exception_handler(kind, render)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(validation_to_market_error(exc))
-
-    async def redis_away(request: Request, exc: Exception) -> JSONResponse:
-        # Redis is away or refusing writes: the client may retry, so 503, never a 500.
-        log.warning("Redis unavailable: %s", type(exc).__name__)
-        return error_response(ServiceUnavailable("the market's store is unavailable; retry"))
-
-    # Connection-level failures of redis-py and of the request path's RESP client (builtin
-    # ConnectionError); error replies that mean "not now" (OOM, READONLY, LOADING, MISCONF).
-    for kind in (
-        redis_errors.ConnectionError,
-        redis_errors.TimeoutError,
-        redis_errors.BusyLoadingError,
-        redis_errors.ReadOnlyError,
-        redis_errors.OutOfMemoryError,
-        ConnectionError,
-    ):
-        app.add_exception_handler(kind, redis_away)
-
-    @app.exception_handler(redis_errors.ResponseError)
-    @app.exception_handler(RespError)
-    async def redis_reply_error(request: Request, exc: Exception) -> JSONResponse:
-        if str(exc).startswith(_REFUSALS):
-            return await redis_away(request, exc)
-        raise exc
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -90,28 +101,6 @@ def _install_error_handlers(app: FastAPI) -> None:
             }
         }
         return JSONResponse(body, status_code=exc.status_code)
-
-
-_REFUSALS = ("OOM", "READONLY", "LOADING", "MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-
-
-def error_response(exc: MarketError) -> JSONResponse:
-    """The OpenAI-shaped error response for a MarketError."""
-    return JSONResponse(exc.body(), status_code=exc.http_status, headers=exc.headers)
-
-
-def validation_to_market_error(exc: RequestValidationError) -> InvalidRequest:
-    """Turn FastAPI's 422 into our 400 invalid_request, naming the first bad field."""
-    errors = exc.errors()
-    if not errors:
-        return InvalidRequest("invalid request body")
-    first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    if first.get("type") == "json_invalid":
-        return InvalidRequest("the body is not valid JSON", param=None)
-    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-    return InvalidRequest(message, param=param)
 
 
 class BodyLimit:
@@ -151,8 +140,4 @@ class _TooLarge(Exception):
 
 
 async def _send_too_large(send: Send, limit: int) -> None:
-    exc = RequestTooLarge(f"the request body is over the limit of {limit} bytes")
-    body = json.dumps(exc.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, RequestTooLarge(f"the request body is over the limit of {limit} bytes"))

@@ -32,6 +32,7 @@ from auction.health import Health
 from auction.keys import Keys
 from auction.ledger import Ledger
 from auction.orders import Order, ParsedRequest, new_clearing_id, parse_request, refuse_unserved
+from auction.pending import PendingSettlements
 from auction.providers import Providers
 from auction.records import ClearingRecord, Records
 from auction.relay import Relay, StreamEnd
@@ -110,6 +111,7 @@ class Broker:
         self._redis = redis
         self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []
+        self.pending = PendingSettlements()
 
     async def start(self) -> None:
         """Load the request path's scripts, and follow the other processes' health records."""
@@ -121,6 +123,7 @@ class Broker:
         )
 
     async def stop(self) -> None:
+        await self.pending.drain()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -178,7 +181,7 @@ class Broker:
         )
 
     async def complete(self, order: Order) -> Answer:
-        """Forward a non-streaming order and settle it."""
+        """Forward a non-streaming order; it is settled after the answer (`auction.pending`)."""
         p = self.parts
         try:
             ticket, result = await p.forwarder.complete(order)
@@ -188,7 +191,7 @@ class Broker:
         usage = result.usage or estimated_usage(
             order.position.requirements.input_tokens, answer_texts(result.body)
         )
-        cost = await p.forwarder.finish(self._settle(order, ticket, usage, None))
+        cost = self._settle(order, ticket, usage, None)
         body = dict(result.body)
         if result.usage is None:
             body["usage"] = completion_usage(usage)
@@ -216,12 +219,15 @@ class Broker:
         return StreamAnswer(relay.events(), auction_headers(order.clearing_id, ticket))
 
     async def _settle_stream(self, order: Order, ticket: Ticket, end: StreamEnd) -> Nanos:
-        return await self._settle(order, ticket, end.usage, end)
+        return self._settle(order, ticket, end.usage, end)
 
-    async def _settle(
-        self, order: Order, ticket: Ticket, usage: Usage, end: StreamEnd | None
-    ) -> Nanos:
-        """Settle in one round trip: budget, capacity, ledger, trade, fill, health, record."""
+    async def settled(self, key_id: str) -> None:
+        """Wait for the key's settlements that this process has started."""
+        await self.pending.settled(key_id)
+
+    def _settle(self, order: Order, ticket: Ticket, usage: Usage, end: StreamEnd | None) -> Nanos:
+        """Start the settlement (budget, capacity, ledger, trade, fill, health, record: one
+        round trip, after the answer); returns the cost it charges."""
         p, record, offer = self.parts, order.record, ticket.candidate.offer
         cost = charge(ticket.candidate, usage)
         record.served_by, record.usage, record.cost = ticket.candidate, usage, cost
@@ -239,10 +245,14 @@ class Broker:
                 output_tokens_per_s=None if end is None else end.output_tokens_per_s,
             )
         also = [p.records.command(record)] + ([health] if health is not None else [])
-        charged, replies = await p.house.settle(order.position, ticket, usage, also)
-        if health is not None:
-            p.health.absorb(offer, replies[1])
-        return charged
+
+        async def settle() -> None:
+            _, replies = await p.house.settle(order.position, ticket, usage, also)
+            if health is not None:
+                p.health.absorb(offer, replies[1])
+
+        self.pending.start(order.key.key_id, order.clearing_id, settle)
+        return cost
 
     async def _fail(self, record: ClearingRecord, exc: MarketError) -> None:
         exc.headers.setdefault("x-auction-clearing-id", record.clearing_id)

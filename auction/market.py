@@ -8,6 +8,7 @@ import logging
 import redis.asyncio as aioredis
 from fastapi import APIRouter
 from redis.exceptions import RedisError
+from starlette.types import ASGIApp
 
 from auction.accounts import Accounts
 from auction.bidder_hub import BidderHub
@@ -24,7 +25,7 @@ from auction.replica import BookReplica
 from auction.resp import RespClient
 from auction.routes import bidders as bidder_routes
 from auction.routes.admin import admin_router
-from auction.routes.client import client_router
+from auction.routes.client import CHAT_PATH, ChatEndpoint, client_router
 from auction.routes.feed import feed_router
 from auction.settings import Settings
 from auction.transport import LeanTransport
@@ -117,6 +118,10 @@ class Market:
         except Exception as exc:
             problems.append(f"redis: {type(exc).__name__}")
         return problems
+
+    def fast_routes(self) -> dict[tuple[str, str], ASGIApp]:
+        """The raw ASGI endpoints of the hottest paths (see `auction.app.MarketApp`)."""
+        return {("POST", CHAT_PATH): ChatEndpoint(self.broker, self.settings.max_body_bytes)}
 
     def routers(self) -> list[APIRouter]:
         """The API routers this market serves."""

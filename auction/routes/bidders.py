@@ -59,7 +59,7 @@ async def bidder_socket(websocket: WebSocket) -> None:
     session = BidderSession(
         provider.name, market.catalogue, limits_of(market), uuid.uuid4().hex, _now_ms()
     )
-    market.bidder_hub.register(
+    await market.bidder_hub.register(
         provider.name, session.session_id, websocket.send_text, websocket.close
     )
     log.info("bidder session %s for %s opened", session.session_id[:8], provider.name)
