@@ -7,6 +7,10 @@ several times more CPU per wake for an XREAD over a whole catalogue). Entries ca
 model's change number `n`; a jump means the stream was trimmed past entries this replica never
 read, so it reloads that model and tells listeners with a `resync` change. The replica is for
 clearing and the feed: it may lag by a few milliseconds, and `Book.reserve` has the last word.
+
+After a read that found changes, the replica waits `gather_ms` (5 ms) before the next one, so
+that a busy market's changes arrive a batch per read instead of one wake per reservation:
+clearing sees a change at most that much later, and the process spends far less per change.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class BookReplica:
         *,
         block_ms: int = 1000,
         count: int = 1000,
+        gather_ms: int = 5,
     ) -> None:
         self._redis = redis
         self._resp = RespClient(url_of(redis))  # blocks in XREAD: used for nothing else
@@ -52,6 +57,7 @@ class BookReplica:
         self._streams = {keys.book_changes(m): m for m in models}
         self._block_ms = block_ms
         self._count = count
+        self._gather_s = gather_ms / 1000
         self.index = BookIndex()
         self._live: dict[str, OfferLive] = {}
         self._positions: dict[str, str] = {}  # model -> last stream id applied
@@ -124,10 +130,12 @@ class BookReplica:
         backoff = 0.05
         reads = StreamReads(self._resp, list(self._streams), self._count, self._block_ms)
         while True:
+            found = False
             try:
                 ids = [self._positions[m] for m in self._streams.values()]
                 for key, entries in await reads.read(ids):
                     await self._apply(self._streams[key], entries)
+                    found = True
                 backoff = 0.05
             except (RedisError, RespError, OSError):  # ConnectionError is an OSError
                 log.warning("book replica: reading changes failed", exc_info=True)
@@ -135,6 +143,8 @@ class BookReplica:
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
             async with self._applied:
                 self._applied.notify_all()
+            if found and self._gather_s > 0:
+                await asyncio.sleep(self._gather_s)
 
     async def _apply(self, model: str, entries: Sequence[tuple[str, object]]) -> None:
         for stream_id, fields in entries:
