@@ -167,8 +167,17 @@ class Health:
         *,
         ttft_ms: int | None = None,
         output_tokens_per_s: float | None = None,
-    ) -> Cmd:
-        """The command recording a call that answered (a stream passes what it measured)."""
+    ) -> Cmd | None:
+        """The command recording a call that answered (a stream passes what it measured).
+
+        None when there is nothing to record: no observation, and no failure streak or
+        cool-down to end as far as this process knows (other processes' failures reach it
+        within one `refresh`). Most calls succeed, so this spares a script per request.
+        """
+        if ttft_ms is None and output_tokens_per_s is None:
+            state = self._states.get(offer.ref)
+            if state is None or (state.fails == 0 and state.cool_until_ms == 0):
+                return None
         speed = "" if output_tokens_per_s is None else f"{output_tokens_per_s:.3f}"
         return self._command(offer, now_ms, "ok", "" if ttft_ms is None else str(ttft_ms), speed)
 
@@ -191,7 +200,8 @@ class Health:
     ) -> None:
         """Record a call that answered, on its own round trip."""
         cmd = self.success(offer, now_ms, ttft_ms=ttft_ms, output_tokens_per_s=output_tokens_per_s)
-        await self._send(offer, cmd)
+        if cmd is not None:
+            await self._send(offer, cmd)
 
     async def failed(self, offer: Offer, now_ms: int) -> None:
         """Record a call that failed for the provider's reasons, on its own round trip."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from dataclasses import dataclass
 from typing import cast
 
@@ -58,7 +58,8 @@ class Order:
 
 
 def new_clearing_id() -> str:
-    return "clr_" + uuid.uuid4().hex
+    """128 random bits, as uuid4 has, for a fraction of its cost."""
+    return "clr_" + os.urandom(16).hex()
 
 
 def parse_request(body: bytes, catalogue: Catalogue, settings: Settings) -> ParsedRequest:

@@ -108,3 +108,17 @@ def test_a_view_iterates_every_ref_once(refs: list[str], base_refs: list[str]) -
     assert len(view) == len(set(refs) | set(base_refs))
     for ref in base_refs:
         assert view[ref] == base[ref]  # one failure changes nothing the engine sees
+
+
+async def test_a_plain_success_is_recorded_only_when_it_ends_a_streak(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    health = health_for(redis_client, key_prefix)
+    assert health.success(OFFER, NOW) is None  # nothing observed, nothing to end
+    assert health.success(OFFER, NOW, ttft_ms=120) is not None  # an observation is news
+    await health.failed(OFFER, NOW)
+    assert health.success(OFFER, NOW) is not None  # ends the streak of one failure
+    await health.succeeded(OFFER, NOW)
+    assert health.success(OFFER, NOW) is None
+    state = await redis_client.hmget(Keys(key_prefix).health(OFFER.model, OFFER.ref), "fails")
+    assert state == [b"0"]
