@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -42,6 +41,7 @@ from auction.scripts import source
 from auction.settings import Settings
 from auction.settlement import Clearinghouse, Position, Ticket
 from auction.transport import LeanTransport
+from bidders import wirejson
 from bidders.chat import completion_usage
 from clearing.catalogue import Catalogue
 from clearing.engine import clear
@@ -205,7 +205,7 @@ class Broker:
         )
         headers = auction_headers(order.clearing_id, ticket)
         headers["x-auction-cost-usd"] = format_usd(cost)
-        return Answer(json.dumps(body, separators=(",", ":")).encode(), headers)
+        return Answer(wirejson.dumps(body), headers)
 
     async def stream(self, order: Order) -> StreamAnswer:
         """Forward a streaming order; the events settle it when they end."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import cast
@@ -15,6 +14,7 @@ from auction.errors import BudgetExceeded, InvalidRequest, NoQualifyingOffer
 from auction.records import ClearingRecord
 from auction.settings import Settings
 from auction.settlement import Position
+from bidders import wirejson
 from bidders.chat import ChatRequest, explain
 from clearing.catalogue import Catalogue
 from clearing.money import format_usd
@@ -69,7 +69,7 @@ def parse_request(body: bytes, catalogue: Catalogue, settings: Settings) -> Pars
         InvalidRequest: malformed JSON, wrong types, unknown model, impossible constraints.
     """
     try:
-        data = json.loads(body)
+        data = wirejson.loads(body)
     except ValueError:
         raise InvalidRequest("the body is not valid JSON") from None
     except RecursionError:  # a few thousand nested brackets: refuse, not a 500

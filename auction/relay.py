@@ -10,7 +10,6 @@ away is settled for what was streamed. Every way out gives the capacity and hold
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from auction.errors import UpstreamFailed
 from auction.forward import Opened, provider_error
 from auction.orders import Order
 from auction.settlement import Ticket
+from bidders import wirejson
 from bidders.chat import ChatCompletionChunk
 from bidders.errors import ProviderError, UpstreamTimeout
 from clearing.money import Nanos
@@ -32,11 +32,8 @@ DONE = b"data: [DONE]\n\n"
 T = TypeVar("T")
 
 
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps makes one per call
-
-
 def sse(value: object) -> bytes:
-    return b"data: " + _ENCODE(value).encode() + b"\n\n"
+    return b"data: " + wirejson.dumps(value) + b"\n\n"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 
 from pydantic import ValidationError
 
+from bidders import wirejson
 from bidders.chat import (
     JSON,
     ChatCompletionChunk,
@@ -166,7 +167,7 @@ def _retry_after_date(value: str | None, date: str | None) -> int | None:
 def load_json(data: bytes | str, api: str) -> dict[str, object]:
     """A JSON object from a provider. Raises UpstreamBadResponse for anything else."""
     try:
-        value = json.loads(data)
+        value = wirejson.loads(data)
     except ValueError as exc:
         raise UpstreamBadResponse(f"{api} sent malformed JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -182,7 +183,7 @@ def shape_error(api: str, what: str, error: ValidationError) -> UpstreamBadRespo
 
 
 def dump_json(value: object) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return wirejson.dumps(value)
 
 
 def is_success(status: int) -> bool:
