@@ -9,7 +9,9 @@ else (blocking reads, pub/sub, admin) stays on redis-py.
 One connection carries every batch of the process: Redis answers in order, so concurrent
 batches are written back to back and each waits for its own replies (no checkout). Never send a
 blocking command here. A lost connection fails the batches in flight with ConnectionError and
-the next batch reconnects.
+the next batch reconnects. So does a Redis that stops answering without closing (stopped,
+partitioned): a batch unanswered after `timeout_s` drops the connection (the replies of the
+batches in flight could no longer be matched), failing them all with ConnectionError.
 """
 
 from __future__ import annotations
@@ -87,8 +89,15 @@ class _Protocol(asyncio.Protocol):
                 if not future.done():
                     future.set_result(replies)
 
+    def hung(self, future: asyncio.Future[list[object]], timeout_s: float) -> None:
+        """`future`'s batch went unanswered for `timeout_s`: drop the connection."""
+        if not future.done() and self.lost is None and self.transport is not None:
+            self.lost = ConnectionError(f"Redis did not answer within {timeout_s:g} s")
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = ConnectionError(f"Redis connection lost: {exc}")
+        if self.lost is None:
+            self.lost = ConnectionError(f"Redis connection lost: {exc}")
         while self.waiting:
             _, _, future = self.waiting.popleft()
             if not future.done():
@@ -101,8 +110,9 @@ class RespClient:
     `url` is a redis://, rediss:// or unix:// URL, as redis-py takes it (user, password, db).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 5.0) -> None:
         self._url = url
+        self._timeout_s = timeout_s
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -114,14 +124,23 @@ class RespClient:
         """
         return await self.execute_packed(pack(commands), len(commands))
 
-    async def execute_packed(self, packed: bytes, count: int) -> list[object]:
-        """`execute` for `count` commands already in RESP (see `pack`)."""
+    async def execute_packed(
+        self, packed: bytes, count: int, *, extra_s: float = 0.0
+    ) -> list[object]:
+        """`execute` for `count` commands already in RESP (see `pack`); a blocking command
+        passes its own blocking time as `extra_s`, added to the client's timeout."""
         proto = await self._connection()
-        future: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[object]] = loop.create_future()
         proto.waiting.append(([], count, future))
         assert proto.transport is not None
         proto.transport.write(packed)
-        replies = await future
+        timeout_s = self._timeout_s + extra_s
+        timer = loop.call_later(timeout_s, proto.hung, future, timeout_s)
+        try:
+            replies = await future
+        finally:
+            timer.cancel()
         return [RespError(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
 
     async def _connection(self) -> _Protocol:
@@ -138,15 +157,19 @@ class RespClient:
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         parts = urlsplit(self._url)
-        if parts.scheme == "unix":
-            _, proto = await loop.create_unix_connection(_Protocol, parts.path)
-        elif parts.scheme in ("redis", "rediss"):
-            tls = ssl.create_default_context() if parts.scheme == "rediss" else None
-            _, proto = await loop.create_connection(
-                _Protocol, parts.hostname or "127.0.0.1", parts.port or 6379, ssl=tls
-            )
-        else:
-            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                if parts.scheme == "unix":
+                    _, proto = await loop.create_unix_connection(_Protocol, parts.path)
+                elif parts.scheme in ("redis", "rediss"):
+                    tls = ssl.create_default_context() if parts.scheme == "rediss" else None
+                    _, proto = await loop.create_connection(
+                        _Protocol, parts.hostname or "127.0.0.1", parts.port or 6379, ssl=tls
+                    )
+                else:
+                    raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
+        except TimeoutError:
+            raise ConnectionError(f"Redis did not accept within {self._timeout_s:g} s") from None
         setup: list[Command] = []
         if parts.password is not None:
             user = unquote(parts.username) if parts.username else "default"
@@ -159,7 +182,14 @@ class RespClient:
             proto.waiting.append(([], len(setup), future))
             assert proto.transport is not None
             proto.transport.write(pack(setup))
-            for reply in await future:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    replies = await future
+            except TimeoutError:
+                proto.transport.abort()
+                message = f"Redis did not answer within {self._timeout_s:g} s"
+                raise ConnectionError(message) from None
+            for reply in replies:
                 if isinstance(reply, hiredis.ReplyError):
                     proto.transport.close()
                     raise ConnectionError(f"Redis refused the connection setup: {reply}")
@@ -195,13 +225,15 @@ class StreamReads:
 
     def __init__(self, client: RespClient, keys: Sequence[str], count: int, block_ms: int) -> None:
         self._client = client
+        self._block_s = block_ms / 1000
         self._head = b"*%d\r\n" % (6 + 2 * len(keys)) + pack_args(
             ["XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", *keys]
         )
 
     async def read(self, ids: Sequence[str]) -> list[tuple[str, list[Entry]]]:
         """(stream, entries) for the streams with entries after `ids` (one per key, in order)."""
-        [reply] = await self._client.execute_packed(self._head + pack_args(ids), 1)
+        packed = self._head + pack_args(ids)
+        [reply] = await self._client.execute_packed(packed, 1, extra_s=self._block_s)
         if isinstance(reply, RespError):
             raise reply
         if not reply:

@@ -87,3 +87,40 @@ async def test_the_runner_reloads_a_script_redis_lost(
         assert source("hold_release")
     finally:
         await runner.aclose()
+
+
+async def test_a_redis_that_stops_answering_fails_the_batches_in_flight_then_recovers(
+    redis_url: str,
+) -> None:
+    """A peer that accepts and reads but never answers (a stopped or partitioned Redis)."""
+    silent: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = RespClient(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)
+    try:
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            client.execute([("PING",)]), client.execute([("PING",)]), return_exceptions=True
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+        assert all(isinstance(r, ConnectionError) for r in results), results
+        assert "did not answer within 0.2 s" in str(results[0])
+        assert 0.15 < elapsed < 2.0
+        # The connection was dropped, so a later batch starts on a fresh one.
+        with pytest.raises(ConnectionError):
+            await client.execute([("PING",)])
+        assert len(silent) == 2
+    finally:
+        await client.aclose()
+        server.close()
+    healthy = RespClient(redis_url, timeout_s=0.2)
+    try:
+        assert await healthy.execute([("PING",)]) == [b"PONG"]
+    finally:
+        await healthy.aclose()
