@@ -7,7 +7,8 @@ dozen Redis commands, so this is a third of a core's budget at the target throug
 else (blocking reads, pub/sub, admin) stays on redis-py.
 
 One connection carries every batch of the process: Redis answers in order, so concurrent
-batches are written back to back and each waits for its own replies (no checkout). Never send a
+batches are written back to back and each waits for its own replies (no checkout); the batches
+queued in one pass of the event loop go out in one write. Never send a
 blocking command here. A lost connection fails the batches in flight with ConnectionError and
 the next batch reconnects. So does a Redis that stops answering without closing (stopped,
 partitioned): a batch unanswered after `timeout_s` drops the connection (the replies of the
@@ -71,6 +72,19 @@ class _Protocol(asyncio.Protocol):
         self.waiting: deque[tuple[list[object], int, asyncio.Future[list[object]]]] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
+        self.outbox: list[bytes] = []
+
+    def send(self, packed: bytes) -> None:
+        """Queue `packed`; every batch queued in one pass of the event loop goes in one write."""
+        if not self.outbox:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.outbox.append(packed)
+
+    def flush(self) -> None:
+        data = b"".join(self.outbox)
+        self.outbox.clear()
+        if self.lost is None and self.transport is not None:
+            self.transport.write(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but they write the same.
@@ -133,8 +147,7 @@ class RespClient:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[object]] = loop.create_future()
         proto.waiting.append(([], count, future))
-        assert proto.transport is not None
-        proto.transport.write(packed)
+        proto.send(packed)
         timeout_s = self._timeout_s + extra_s
         timer = loop.call_later(timeout_s, proto.hung, future, timeout_s)
         try:
