@@ -14,7 +14,6 @@ SCRIPT FLUSH), loads it and re-runs just the commands that found it missing (the
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -28,6 +27,7 @@ from auction.keys import Keys
 from auction.ledger import Settlement
 from auction.resp import Arg, RespClient, RespError, pack, pack_args
 from auction.scripts import source
+from bidders import wirejson
 from clearing.types import Offer
 
 BOOK_MAXLEN = 100_000  # Book's default change-stream length, which the market's Book uses
@@ -158,7 +158,7 @@ class Commands:
         return script("ledger_append", [self.keys.ledger(), self.keys.ledger_marks()], args)
 
     def trade_publish(self, trade: Trade) -> Cmd:
-        body = json.dumps(trade.to_json(), separators=(",", ":"), ensure_ascii=False)
+        body = wirejson.dumps(trade.to_json())
         keys = [self.keys.trades(), self.keys.trades_version()]
         return script("trade_publish", keys, [TRADES_MAXLEN, body])
 

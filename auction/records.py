@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from auction.commands import Cmd, command
 from auction.errors import NotFound
 from auction.keys import Keys
+from bidders import wirejson
 from clearing.money import Nanos, PriceMicros, format_price, format_usd
 from clearing.types import Candidate, Clearing, PassedOver, Requirements, Usage
 
@@ -201,9 +202,9 @@ def render(data: dict[str, Any]) -> dict[str, object]:
     }
 
 
-def record_payload(record: ClearingRecord) -> str:
+def record_payload(record: ClearingRecord) -> bytes:
     """The stored JSON (with its owner's key id)."""
-    return json.dumps(record.stored(), separators=(",", ":"))
+    return wirejson.dumps(record.stored())
 
 
 class Records:
