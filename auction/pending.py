@@ -54,6 +54,12 @@ class PendingSettlements:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def all_settled(self) -> None:
+        """Wait for every settlement started before this call."""
+        tasks = [t for ts in self._by_key.values() for t in ts]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Wait (bounded) for every settlement still running: the market is stopping."""
         tasks = [t for ts in self._by_key.values() for t in ts]

@@ -124,7 +124,12 @@ class Marketplace:
         self.clients.append(client)
         return client
 
+    async def settled(self) -> None:
+        """Wait for this server's settlements in flight (they run just after the answers)."""
+        await self.market.broker.pending.all_settled()
+
     async def in_flight(self, offer: Offer) -> int:
+        await self.settled()
         return await self.market.book.in_flight(offer.model, offer.ref)
 
     async def account(self, api_key: str) -> dict[str, object]:
