@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from auction.records import effective_price
 from auction.settlement import Ticket
-from bidders.chat import ChatCompletion, ChatCompletionChunk
+from bidders.completion import ChatCompletion, ChatCompletionChunk
 from clearing.money import Nanos, format_usd
 from clearing.tokens import text_tokens
 from clearing.types import PriceRule, Usage

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from pydantic import SecretStr
 
-from auction.accounts import Accounts, KeyRecord
+from auction.accounts import Accounts
+from auction.api_keys import KeyRecord
 from auction.errors import InvalidApiKey
 from auction.ttlcache import TtlCache
 

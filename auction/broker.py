@@ -20,8 +20,9 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from auction.accounts import Accounts, KeyRecord
+from auction.accounts import Accounts
 from auction.answers import answer_texts, auction_headers, auction_object, estimated_usage
+from auction.api_keys import KeyRecord
 from auction.auth import KeyCache
 from auction.book import Book
 from auction.commands import Commands, Runner
@@ -42,7 +43,7 @@ from auction.settings import Settings
 from auction.settlement import Clearinghouse, Position, Ticket
 from auction.transport import LeanTransport
 from bidders import wirejson
-from bidders.chat import completion_usage
+from bidders.completion import completion_usage
 from clearing.catalogue import Catalogue
 from clearing.engine import clear
 from clearing.money import Nanos, format_usd

@@ -33,7 +33,7 @@ from clearing.types import Offer
 BOOK_MAXLEN = 100_000  # Book's default change-stream length, which the market's Book uses
 TRADES_MAXLEN = 10_000  # publish_trade's default
 RATE_WINDOW_MS = 60_000  # auction.ratelimit.WINDOW_MS
-SETTLED_KEEP_MS = 7 * 86_400_000  # auction.accounts.SETTLED_KEEP_MS
+SETTLED_KEEP_MS = 7 * 86_400_000  # auction.holds.SETTLED_KEEP_MS
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from auction.settings import Settings
 from auction.settlement import Clearinghouse, Ticket
 from auction.transport import Exchange, LeanTransport
 from auction.ttlcache import TtlCache
-from bidders.chat import ChatCompletionChunk, ChatResult, Stamp
+from bidders.completion import ChatCompletionChunk, ChatResult, Stamp
 from bidders.errors import (
     ProviderError,
     UpstreamBadResponse,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from auction.accounts import Accounts, KeyRecord, Period
+from auction.accounts import Accounts
+from auction.api_keys import KeyRecord
 from auction.book import Book
 from auction.book_stream import text
+from auction.budgets import Period
 from auction.errors import InvalidRequest, NotFound
 from auction.keys import Keys
 from auction.providers import Providers

@@ -8,7 +8,7 @@ from typing import cast
 
 from pydantic import ValidationError
 
-from auction.accounts import KeyRecord
+from auction.api_keys import KeyRecord
 from auction.constraints import AuctionOptions, requirements_for
 from auction.errors import BudgetExceeded, InvalidRequest, NoQualifyingOffer
 from auction.records import ClearingRecord

@@ -23,7 +23,7 @@ from auction.forward import Opened, provider_error
 from auction.orders import Order
 from auction.settlement import Ticket
 from bidders import wirejson
-from bidders.chat import ChatCompletionChunk
+from bidders.completion import ChatCompletionChunk
 from bidders.errors import ProviderError, UpstreamTimeout
 from clearing.money import Nanos
 from clearing.types import Usage

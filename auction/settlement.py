@@ -1,6 +1,6 @@
 """Taking and giving back what a request holds: budget holds, capacity, and the settlement.
 
-A request's path through this module (the hold's own states are in `auction.accounts`):
+A request's path through this module (the hold's own states are in `auction.holds`):
 
     take       the first attempt counts the request against the key's rate limit, holds the
                candidate's worst case against its budget and reserves one unit of the offer's
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from auction.accounts import KeyRecord
+from auction.api_keys import KeyRecord
 from auction.commands import Cmd, Commands, Runner, text
 from auction.errors import BudgetExceeded, InvalidApiKey, RateLimited
 from auction.feed_wire import Trade

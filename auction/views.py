@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from auction.accounts import AccountSnapshot, KeyRecord
+from auction.accounts import AccountSnapshot
+from auction.api_keys import KeyRecord
 from auction.broker import Broker, wall_ms
 from auction.orders import parse_request
 from auction.records import candidate_json, passed_json, requirements_json

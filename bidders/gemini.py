@@ -1,8 +1,10 @@
-"""Gemini generateContent: OpenAI chat requests to `/v1beta/models/{model}`, and answers back.
+"""Gemini generateContent: the adapter, and OpenAI chat requests to `/v1beta/models/{model}`.
+
+Answers are read in `bidders.gemini_answer`, and event streams in `bidders.gemini_stream`.
 
 Tool and answer schemas go as `parametersJsonSchema` and `responseJsonSchema`, which take JSON
 Schema as OpenAI clients write it (the older `parameters` and `responseSchema` take an OpenAPI
-subset only). Gemini may give function calls no id, so those get `call_{stamp id}_{n}`.
+subset only).
 
 Request fields with no counterpart in this API (user, logprobs, logit_bias, parallel_tool_calls)
 are left out.
@@ -10,42 +12,23 @@ are left out.
 
 from __future__ import annotations
 
-import math
-import re
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
-
-from bidders.chat import (
+from bidders.chat import ChatRequest, FunctionDef, JsonSchemaFormat, NamedToolChoice
+from bidders.completion import ChatResult, Stamp
+from bidders.conversation import (
     JSON,
     AssistantMessage,
-    AssistantOut,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatRequest,
-    ChatResult,
-    Choice,
-    Delta,
     DeveloperMessage,
-    FinishReason,
-    FunctionDef,
     ImageUrl,
-    JsonSchemaFormat,
     Message,
-    NamedToolChoice,
-    Stamp,
     SystemMessage,
     ToolCall,
-    ToolCallOut,
     ToolMessage,
     UserMessage,
-    chunk,
-    completion_usage,
     text_of,
-    tool_call_delta,
-    usage_chunk,
 )
-from bidders.errors import ProviderError, UpstreamBadResponse, UpstreamRejected
+from bidders.errors import ProviderError, UpstreamRejected
+from bidders.gemini_answer import API, read_answer, retry_delay
+from bidders.gemini_stream import GeminiStream
 from bidders.protocol import (
     HttpCall,
     HttpReply,
@@ -54,22 +37,12 @@ from bidders.protocol import (
     dump_json,
     error_message,
     is_success,
-    load_json,
     provider_error,
     retry_after_ms,
-    shape_error,
     user_parts,
 )
-from bidders.sse import SseParser
-from clearing.types import Usage
 
-API = "gemini"
-
-_FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"}) | {
-    "IMAGE_SAFETY"
-}
 _IMAGE_SUFFIXES = ("png", "jpeg", "jpg", "webp", "heic", "heif")
-_RETRY_DELAY = re.compile(r"(\d+(?:\.\d+)?)s")
 
 
 class GeminiAdapter:
@@ -97,24 +70,7 @@ class GeminiAdapter:
     def parse_response(self, reply: HttpReply, *, upstream: Upstream, stamp: Stamp) -> ChatResult:
         if not is_success(reply.status):
             raise self.parse_error(reply, upstream=upstream)
-        response = _response(reply.body)
-        if not response.candidates:
-            raise UpstreamBadResponse(f"{API} answered with no candidates")
-        ids = _CallIds(stamp)
-        choices = [_choice(candidate, ids) for candidate in response.candidates]
-        if not any(_said_something(choice) for choice in choices):
-            raise UpstreamBadResponse(f"{API} answered with no content")
-        body: ChatCompletion = {
-            "id": stamp.id,
-            "object": "chat.completion",
-            "created": stamp.created,
-            "model": stamp.model,
-            "choices": choices,
-        }
-        usage = response.usage_metadata.usage() if response.usage_metadata else None
-        if usage:
-            body["usage"] = completion_usage(usage)
-        return ChatResult(body, usage)
+        return read_answer(reply.body, stamp)
 
     def stream_decoder(self, *, stamp: Stamp, include_usage: bool) -> GeminiStream:
         return GeminiStream(stamp, include_usage=include_usage)
@@ -123,7 +79,7 @@ class GeminiAdapter:
         message = error_message(reply.body, upstream.api_key)
         wait = retry_after_ms(reply)
         if wait is None:
-            wait = _retry_delay(reply.body)
+            wait = retry_delay(reply.body)
         return provider_error(API, reply.status, message, retry_after_ms=wait)
 
 
@@ -217,202 +173,3 @@ def _generation_config(req: ChatRequest, upstream: Upstream) -> JSON:
     if isinstance(req.response_format, JsonSchemaFormat):
         fields["responseJsonSchema"] = req.response_format.json_schema.schema_
     return {name: value for name, value in fields.items() if value is not None}
-
-
-def _retry_delay(body: bytes) -> int | None:
-    """The `retryDelay` ("37s") of a google.rpc.RetryInfo detail, in milliseconds."""
-    try:
-        details = _ErrorBody.model_validate_json(body).error.details
-    except ValidationError:
-        return None
-    for detail in details:
-        if match := _RETRY_DELAY.fullmatch(detail.retry_delay or ""):
-            return math.ceil(float(match[1]) * 1000)
-    return None
-
-
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel)
-
-
-class _Detail(_Camel):
-    retry_delay: str | None = None
-
-
-class _ErrorInfo(_Camel):
-    code: int = 500
-    message: str = "(no message)"
-    details: list[_Detail] = Field(default_factory=list)
-
-
-class _ErrorBody(_Camel):
-    error: _ErrorInfo
-
-
-class _FunctionCall(_Camel):
-    name: str
-    args: JSON | None = None
-    id: str | None = None
-
-
-class _Part(_Camel):
-    text: str | None = None
-    thought: bool = False  # a thinking model's reasoning summary, not part of the answer
-    function_call: _FunctionCall | None = None
-
-
-class _Content(_Camel):
-    parts: list[_Part] = Field(default_factory=list)
-
-
-class _Candidate(_Camel):
-    content: _Content | None = None
-    finish_reason: str | None = None
-    index: int = 0
-
-    def text(self) -> str:
-        parts = self.content.parts if self.content else []
-        return "".join(part.text for part in parts if part.text and not part.thought)
-
-    def calls(self) -> list[_FunctionCall]:
-        parts = self.content.parts if self.content else []
-        return [part.function_call for part in parts if part.function_call]
-
-
-class _UsageMetadata(_Camel):
-    prompt_token_count: int = 0  # cached tokens included, as OpenAI counts them
-    candidates_token_count: int = 0
-    thoughts_token_count: int = 0  # billed as output, but not in candidatesTokenCount
-    cached_content_token_count: int = 0
-
-    def usage(self) -> Usage:
-        output = self.candidates_token_count + self.thoughts_token_count
-        return Usage(self.prompt_token_count, output, self.cached_content_token_count)
-
-
-class _Feedback(_Camel):
-    block_reason: str | None = None
-
-
-class _Response(_Camel):
-    candidates: list[_Candidate] = Field(default_factory=list)
-    usage_metadata: _UsageMetadata | None = None
-    prompt_feedback: _Feedback | None = None
-
-
-def _response(data: bytes | str) -> _Response:
-    raw = load_json(data, API)
-    if isinstance(raw.get("error"), dict):  # an error event inside a 200 stream
-        error = _ErrorBody.model_validate(raw).error
-        raise provider_error(API, error.code, error.message)
-    try:
-        response = _Response.model_validate(raw)
-    except ValidationError as exc:
-        raise shape_error(API, "answer", exc) from None
-    blocked = response.prompt_feedback.block_reason if response.prompt_feedback else None
-    if blocked and not response.candidates:
-        raise UpstreamRejected(f"{API} blocked the prompt: {blocked}")
-    return response
-
-
-class _CallIds:
-    """Numbers the function calls of one answer, for those Gemini gave no id."""
-
-    def __init__(self, stamp: Stamp) -> None:
-        self._stamp = stamp
-        self.count = 0
-
-    def out(self, call: _FunctionCall) -> ToolCallOut:
-        call_id = call.id or f"call_{self._stamp.id}_{self.count}"
-        self.count += 1
-        arguments = dump_json(call.args or {}).decode()
-        return {
-            "id": call_id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": arguments},
-        }
-
-
-def _finish(candidate: _Candidate, called: bool) -> FinishReason:
-    if candidate.finish_reason == "MAX_TOKENS":
-        return "length"
-    if candidate.finish_reason in _FILTERED:
-        return "content_filter"
-    return "tool_calls" if called else "stop"  # STOP, and OTHER, LANGUAGE, ... alike
-
-
-def _choice(candidate: _Candidate, ids: _CallIds) -> Choice:
-    calls = [ids.out(call) for call in candidate.calls()]
-    text = candidate.text()
-    message: AssistantOut = {"role": "assistant", "content": text or (None if calls else "")}
-    if calls:
-        message["tool_calls"] = calls
-    return {
-        "index": candidate.index,
-        "message": message,
-        "finish_reason": _finish(candidate, bool(calls)),
-    }
-
-
-def _said_something(choice: Choice) -> bool:
-    message = choice["message"]
-    return bool(message["content"] or message.get("tool_calls")) or choice["finish_reason"] in (
-        "length",
-        "content_filter",
-    )
-
-
-class GeminiStream:
-    """Each event is a whole GenerateContentResponse; the body ends after one with a
-    finishReason (Gemini sends no end event of its own)."""
-
-    def __init__(self, stamp: Stamp, *, include_usage: bool) -> None:
-        self._sse = SseParser()
-        self._stamp = stamp
-        self._include_usage = include_usage
-        self._ids = _CallIds(stamp)
-        self._started: set[int] = set()  # candidates whose first chunk (with the role) went out
-        self._called: set[int] = set()  # candidates that called a function
-        self._usage: Usage | None = None
-        self._finished = False
-
-    @property
-    def usage(self) -> Usage | None:
-        return self._usage
-
-    def feed(self, data: bytes) -> list[ChatCompletionChunk]:
-        chunks: list[ChatCompletionChunk] = []
-        for event in self._sse.feed(data):
-            response = _response(event.data)
-            if response.usage_metadata:
-                self._usage = response.usage_metadata.usage()  # running totals: the last one counts
-            chunks.extend(c for candidate in response.candidates if (c := self._chunk(candidate)))
-        return chunks
-
-    def close(self) -> list[ChatCompletionChunk]:
-        if not self._finished:
-            raise UpstreamBadResponse(f"{API} stream ended before a finishReason")
-        return (
-            [usage_chunk(self._stamp, self._usage)] if self._include_usage and self._usage else []
-        )
-
-    def _chunk(self, candidate: _Candidate) -> ChatCompletionChunk | None:
-        delta: Delta = {}
-        if candidate.index not in self._started:
-            self._started.add(candidate.index)
-            delta["role"] = "assistant"
-        if text := candidate.text():
-            delta["content"] = text
-        if calls := candidate.calls():
-            self._called.add(candidate.index)
-            first = self._ids.count
-            delta["tool_calls"] = [
-                tool_call_delta(first + n, self._ids.out(call)) for n, call in enumerate(calls)
-            ]
-        finish = None
-        if candidate.finish_reason:
-            self._finished = True
-            finish = _finish(candidate, candidate.index in self._called)
-        if not delta and finish is None:
-            return None
-        return chunk(self._stamp, delta, finish, candidate.index)

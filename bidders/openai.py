@@ -11,7 +11,8 @@ from typing import cast
 
 from pydantic import BaseModel, ValidationError
 
-from bidders.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ChatResult, Stamp
+from bidders.chat import ChatRequest
+from bidders.completion import ChatCompletion, ChatCompletionChunk, ChatResult, Stamp
 from bidders.errors import ProviderError, UpstreamBadResponse, UpstreamUnavailable
 from bidders.protocol import (
     HttpCall,

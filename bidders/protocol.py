@@ -17,16 +17,9 @@ from typing import Literal, Protocol
 from pydantic import ValidationError
 
 from bidders import wirejson
-from bidders.chat import (
-    JSON,
-    ChatCompletionChunk,
-    ChatRequest,
-    ChatResult,
-    ImagePart,
-    ImageUrl,
-    Stamp,
-    UserMessage,
-)
+from bidders.chat import ChatRequest
+from bidders.completion import ChatCompletionChunk, ChatResult, Stamp
+from bidders.conversation import JSON, ImagePart, ImageUrl, UserMessage
 from bidders.errors import (
     ProviderError,
     UpstreamBadResponse,

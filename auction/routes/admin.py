@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from auction.accounts import Period
 from auction.auth import check_admin
+from auction.budgets import Period
 from auction.operator import Operator
 from clearing.types import ApiName
 

@@ -24,8 +24,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from auction.accounts import SETTLED_KEEP_MS, Accounts, Period, period_bounds, period_id
+from auction.accounts import Accounts
+from auction.budgets import Period, period_bounds, period_id
 from auction.errors import BudgetExceeded, InvalidApiKey, InvalidRequest, NotFound
+from auction.holds import SETTLED_KEEP_MS
 from auction.keys import Keys
 from clearing.money import Nanos
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bidders.chat import ChatRequest, ImageUrl, TextPart, ToolCall, explain, text_of
+from bidders.chat import ChatRequest, explain
+from bidders.conversation import ImageUrl, TextPart, ToolCall, text_of
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 WEATHER_TOOL = {

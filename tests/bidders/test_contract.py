@@ -18,7 +18,8 @@ import pytest
 from openai.types.chat import ChatCompletion as SdkCompletion
 from openai.types.chat import ChatCompletionChunk as SdkChunk
 
-from bidders.chat import ChatCompletionChunk, ChatRequest, Stamp
+from bidders.chat import ChatRequest
+from bidders.completion import ChatCompletionChunk, Stamp
 from bidders.errors import ProviderError, UpstreamRateLimited
 from bidders.protocol import Adapter, HttpReply, Upstream
 from bidders.registry import APIS

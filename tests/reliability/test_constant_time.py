@@ -16,6 +16,7 @@ CHECKED = [
     "auction/auth.py",
     "auction/providers.py",
     "auction/accounts.py",
+    "auction/api_keys.py",
     "auction/routes/admin.py",
 ]
 SECRET_WORDS = ("token", "digest", "secret", "api_key", "password")
