@@ -1,12 +1,13 @@
 """Feed fan-out benchmark: delay from `Book.upsert` to delivery at many WebSocket subscribers.
 
 The server (replica, hub and the real `/v1/feed` route under uvicorn) runs in a child process, as
-in production. The subscribers run in this process as lean raw-socket WebSocket clients, so that
-the figures measure the server rather than a client library: each one only splits frames and
-reads the change number out of the update's `upstream_model` ("bench-<k>"). Every change is to a
-different offer than the last few, so a delivery is only conflated if the server falls seconds
-behind; `delivered` against `expected` shows whether it did. `bench_feed` runs both protocols:
-one message per frame (the default) and batched frames (`batch_ms`).
+in production. The subscribers run in another child process (uvloop) as lean raw-socket WebSocket
+clients, so that the figures measure the server rather than a client library: each one only
+splits frames and notes the change number out of the update's `upstream_model` ("bench-<k>")
+and when it arrived; this process drives the changes and computes the delays. Every change is
+to a different offer than the last few, so a delivery is only conflated if the server falls
+seconds behind; `delivered` against `expected` shows whether it did. `bench_feed` runs both
+protocols: one message per frame (the default) and batched frames (`batch_ms`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from array import array
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from multiprocessing.connection import Connection
+from typing import Protocol, cast
 
 import redis.asyncio as aioredis
 import uvicorn
@@ -40,8 +42,12 @@ from clearing.types import Offer
 MODEL = "gpt-4o"
 OFFERS = 200  # the bench re-quotes these in turn
 BATCH_MS = 50  # the batched run's `batch_ms`
-_UPDATE = b'{"type":"update"'
+# What precedes the change number in an offer (string values are escaped, so this only matches
+# the field). Every bench update carries its offer (a re-quote is a `changed` update); a
+# snapshot's offers carry numbers too, so stretches with a snapshot are read message by message.
 _MARK = b'"upstream_model":"bench-'
+_UPDATE = b'{"type":"update"'
+_SNAPSHOT = b'{"type":"snapshot"'
 
 
 async def bench_feed(redis_url: str, prefix: str, quick: bool) -> dict[str, object]:
@@ -84,20 +90,17 @@ async def fan_out(
     try:
         _, token = await Accounts(redis, keys).create_key("feed-bench", Nanos(10**9), "total")
         await book.upsert("bench", [_offer(i, -1) for i in range(OFFERS)])
+        sent: dict[int, float] = {}
         with _ServerProcess(redis_url, prefix) as server:
-            sent: dict[int, float] = {}
-            delays = array("d")
-            frames = array("q", [0])
             subscribe = _subscribe_frame(batch_ms)
-            async with _subscribers(
-                server.port, token, subscribers, subscribe, sent, delays, frames
-            ):
-                cpu = (server.cpu_s(), time.process_time())
-                frames[0] = 0
+            with _SubscriberProcess(server.port, token, subscribers, subscribe) as clients:
+                cpu = (server.cpu_s(), clients.cpu_s())
+                clients.reset()
                 changes = await _drive(book, sent, rate, seconds)
-                settled = await _settle(delays, subscribers * changes, timeout=10)
-                server_cpu, client_cpu = server.cpu_s() - cpu[0], time.process_time() - cpu[1]
-        ms = sorted(d * 1000 for d in delays)
+                settled = await _settle(clients, subscribers * changes, timeout=10)
+                server_cpu, client_cpu = server.cpu_s() - cpu[0], clients.cpu_s() - cpu[1]
+                numbers, arrivals, frames = clients.results()
+        ms = sorted((t - sent[k]) * 1000 for k, t in zip(numbers, arrivals, strict=True))
         return {
             "subscribers": subscribers,
             "changes_per_s": rate,
@@ -111,11 +114,11 @@ async def fan_out(
             "mean_ms": round(statistics.fmean(ms), 2) if ms else None,
             # CPU seconds the server process used per message sent: independent of what else
             # runs on the machine (NaN where /proc is unavailable).
-            "frames": frames[0],
+            "frames": frames,
             "server_cpu_us_per_message": round(server_cpu / max(1, len(ms)) * 1e6, 2),
             "server_cpu_share": round(server_cpu / (seconds + settled), 2),
             "server_cpu_s": round(server_cpu, 2),
-            "bench_process_cpu_s": round(client_cpu, 2),
+            "subscribers_cpu_s": round(client_cpu, 2),
         }
     finally:
         stale = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
@@ -147,10 +150,10 @@ async def _drive(book: Book, sent: dict[int, float], rate: int, seconds: int) ->
     return total
 
 
-async def _settle(delays: array[float], expected: int, timeout: float) -> float:
+async def _settle(clients: _SubscriberProcess, expected: int, timeout: float) -> float:
     """Wait for the deliveries still due; returns the seconds waited."""
     start = time.monotonic()
-    while len(delays) < expected and time.monotonic() < start + timeout:
+    while clients.arrived < expected and time.monotonic() < start + timeout:
         await asyncio.sleep(0.1)
     return time.monotonic() - start
 
@@ -192,13 +195,17 @@ class _ServerProcess:
             self._process.kill()
 
     def cpu_s(self) -> float:
-        """User plus system CPU seconds the process has used (Linux /proc; NaN elsewhere)."""
-        try:
-            with open(f"/proc/{self._process.pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu_s(self._process.pid)
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User plus system CPU seconds a process has used (Linux /proc; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _serve(redis_url: str, prefix: str, report: Connection) -> None:
@@ -238,9 +245,7 @@ class _Subscriber(asyncio.Protocol):
         port: int,
         token: str,
         subscribe: bytes,
-        sent: dict[int, float],
-        delays: array[float],
-        frames: array[int],
+        record: _Record,
     ) -> None:
         self._request = (
             f"GET /v1/feed HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -249,18 +254,15 @@ class _Subscriber(asyncio.Protocol):
             f"Authorization: Bearer {token}\r\n\r\n"
         ).encode()
         self._subscribe = subscribe
-        self._sent = sent
-        self._delays = delays
-        self._frames_seen = frames
+        self._record = record
         self._buffer = bytearray()
         self._upgraded = False
         self.ready = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self._request)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -279,26 +281,33 @@ class _Subscriber(asyncio.Protocol):
         self._frames(now)
 
     def _frames(self, now: float) -> None:
-        buf, pos = self._buffer, 0
-        while len(buf) - pos >= 2:
+        buf, end, pos, frames = self._buffer, len(self._buffer), 0, 0
+        while end - pos >= 2:  # whole frames only; a frame is one message or (batched) an array
             size, head = buf[pos + 1] & 0x7F, 2
             if size == 126:
                 size, head = int.from_bytes(buf[pos + 2 : pos + 4]), 4
             elif size == 127:
                 size, head = int.from_bytes(buf[pos + 2 : pos + 10]), 10
-            if len(buf) - pos < head + size:
+            if end - pos < head + size:
                 break
-            start, pos = pos + head, pos + head + size
-            self._frames_seen[0] += 1
-            # A frame is one message or (batched) an array of them; string values are escaped,
-            # so `{"type":"update"` only ever starts a message.
-            while (start := buf.find(_UPDATE, start, pos)) >= 0:
-                mark = buf.find(_MARK, start, pos) + len(_MARK)
-                digits = buf[mark : buf.find(b'"', mark)]
-                self._delays.append(now - self._sent[int(digits)])
-                start = mark
-            if not self.ready.done() and buf.find(b'{"type":"snapshot"', pos - size, pos) >= 0:
-                self.ready.set_result(None)
+            pos += head + size
+            frames += 1
+        if not frames:
+            return
+        record = self._record
+        record.frames += frames
+        numbers, count = record.numbers, len(record.numbers)
+        start, snapshot = 0, buf.find(_SNAPSHOT, 0, pos) >= 0
+        while (start := buf.find(_UPDATE if snapshot else _MARK, start, pos)) >= 0:
+            if snapshot:  # the next number after an update's start is its own
+                start = buf.find(_MARK, start, pos)
+            start += len(_MARK)
+            stop = buf.find(b'"', start)
+            numbers.append(int(buf[start:stop]))
+        record.arrivals.extend([now] * (len(numbers) - count))
+        record.arrived.value += len(numbers) - count
+        if snapshot and not self.ready.done():
+            self.ready.set_result(None)
         del buf[:pos]
 
 
@@ -308,36 +317,114 @@ def _masked(payload: bytes) -> bytes:
     return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
 
 
-@asynccontextmanager
-async def _subscribers(
-    port: int,
-    token: str,
-    count: int,
-    subscribe: bytes,
-    sent: dict[int, float],
-    delays: array[float],
-    frames: array[int],
-) -> AsyncIterator[None]:
-    loop = asyncio.get_running_loop()
-    clients: list[_Subscriber] = []
+class _Counter(Protocol):
+    value: int
+
+
+class _Record:
+    """What the subscribers saw: each update's change number and arrival time, and the frames."""
+
+    def __init__(self, arrived: _Counter) -> None:
+        self.numbers = array("q")
+        self.arrivals = array("d")
+        self.frames = 0
+        self.arrived = arrived  # deliveries so far, shared with the driving process
+
+    def clear(self) -> None:
+        self.numbers, self.arrivals, self.frames = array("q"), array("d"), 0
+        self.arrived.value = 0
+
+
+class _SubscriberProcess:
+    """The lean subscribers in a child process of their own (uvloop, as a real client would use),
+    so that reading a thousand sockets neither waits for nor slows down the driving loop.
+
+    Arrival times are `time.perf_counter()` readings, which Linux takes from the same clock in
+    every process, so the driver subtracts its own send times from them.
+    """
+
+    def __init__(self, port: int, token: str, count: int, subscribe: bytes) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._parent, child = ctx.Pipe()
+        self._arrived = ctx.RawValue("q", 0)
+        self._process = ctx.Process(
+            target=_subscribe_in_child,
+            args=(port, token, count, subscribe, child, self._arrived),
+            daemon=True,
+        )
+
+    def __enter__(self) -> _SubscriberProcess:
+        self._process.start()
+        if not self._parent.poll(150):
+            raise RuntimeError("the feed bench subscribers did not connect")
+        ready = self._parent.recv()
+        if ready != "ready":
+            raise RuntimeError(f"the feed bench subscribers failed: {ready}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+
+    @property
+    def arrived(self) -> int:
+        return int(self._arrived.value)
+
+    def cpu_s(self) -> float:
+        return _cpu_s(self._process.pid)
+
+    def reset(self) -> None:
+        """Forget what arrived so far (the snapshots and heartbeats before the measurement)."""
+        self._parent.send("reset")
+        self._parent.recv()
+
+    def results(self) -> tuple[array[int], array[float], int]:
+        """The change numbers, their arrival times and the frames since `reset`."""
+        self._parent.send("results")
+        numbers, arrivals, frames = self._parent.recv()
+        return numbers, arrivals, frames
+
+
+def _subscribe_in_child(
+    port: int, token: str, count: int, subscribe: bytes, conn: Connection, arrived: _Counter
+) -> None:
+    import uvloop
+
     try:
-        async with asyncio.timeout(120):
-            for start in range(0, count, 50):  # in batches: each upgrade checks the key in Redis
-                batch = []
-                for _ in range(start, min(count, start + 50)):
-                    _, client = await loop.create_connection(
-                        lambda: _Subscriber(port, token, subscribe, sent, delays, frames),
-                        "127.0.0.1",
-                        port,
-                    )
-                    batch.append(client)
-                clients += batch
-                await asyncio.gather(*(c.ready for c in batch))
-        yield
-    finally:
-        for client in clients:
-            if client.transport is not None:
-                client.transport.close()
+        uvloop.run(_subscribe_and_serve(port, token, count, subscribe, conn, arrived))
+    except Exception as exc:  # tell the driver instead of leaving it waiting
+        conn.send(repr(exc))
+
+
+async def _subscribe_and_serve(
+    port: int, token: str, count: int, subscribe: bytes, conn: Connection, arrived: _Counter
+) -> None:
+    loop = asyncio.get_running_loop()
+    record = _Record(arrived)
+    clients: list[_Subscriber] = []
+    async with asyncio.timeout(120):
+        for start in range(0, count, 50):  # in batches: each upgrade checks the key in Redis
+            batch = []
+            for _ in range(start, min(count, start + 50)):
+                _, client = await loop.create_connection(
+                    lambda: _Subscriber(port, token, subscribe, record), "127.0.0.1", port
+                )
+                batch.append(client)
+            clients += batch
+            await asyncio.gather(*(c.ready for c in batch))
+    conn.send("ready")
+    while True:  # the pipe stays blocking (a reader on the loop would make it non-blocking)
+        if not conn.poll():
+            await asyncio.sleep(0.02)
+            continue
+        command = conn.recv()
+        if command == "reset":
+            record.clear()
+            conn.send("ok")
+        elif command == "results":
+            conn.send((record.numbers, record.arrivals, record.frames))
 
 
 def main() -> None:

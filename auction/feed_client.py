@@ -109,7 +109,7 @@ class FeedClient:
         on_message: called with every message after the local state took it in.
         max_trades: trades kept for `trades()` before the oldest are dropped.
         batch_ms: ask the server for batched frames, at most one every `batch_ms` (10 to 250),
-            each a JSON array of messages: far less server CPU for a busy book, for up to
+            each a JSON array of messages: fewer frames to read for a busy book, for up to
             `batch_ms` more delay. None: one message per frame.
     """
 

@@ -2,31 +2,40 @@
 
 Book changes come from this process's `BookReplica` (a listener, called after each change is
 applied, so a snapshot taken then is consistent with the changes queued after it). Trades come
-from the trade stream, `Keys.trades()`, which every process reads on its own with XREAD (not a
-consumer group: every process needs every trade). Fan-out never awaits a client: it only puts
-work into each connection's `FeedSession` and wakes that connection's writer task, which drains
-the session's outbox into the socket at whatever pace the client reads.
+from the trade stream, read by a `TradeFollower` only while some connection of this process
+subscribes to trades. Fan-out never awaits a client: it only puts work into each connection's
+`FeedSession` and marks the connection for the `FrameWriter`, which writes its frames to the
+socket below the ASGI layer (one write per connection per flush) at whatever pace the client
+reads. Where the server offers no transport, a writer task per connection sends through ASGI.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from auction.book_stream import BookChange, text
-from auction.feed import BookView, Close, FeedLimits, FeedSession, SnapshotCache, update_text
+from auction.feed import (
+    BookView,
+    ChangeLog,
+    Close,
+    FeedLimits,
+    FeedSession,
+    SnapshotCache,
+    update_bytes,
+)
+from auction.feed_trades import TradeFollower
 from auction.feed_wire import Trade, WireChange, WireTrade, dumps
+from auction.feed_writer import FeedConnection, FrameWriter, find_transport
 from auction.keys import Keys
-from auction.resp import RespClient, RespError, StreamReads, url_of
+from auction.resp import RespClient, url_of
 from auction.scripts import register
 
 __all__ = ["FeedConnection", "FeedHub", "Trade", "publish_trade"]
@@ -34,7 +43,6 @@ __all__ = ["FeedConnection", "FeedHub", "Trade", "publish_trade"]
 log = logging.getLogger(__name__)
 
 CLOSE_REVOKED = Close(4001, "the API key was revoked")
-_MAX_BACKOFF_S = 2.0
 
 
 async def publish_trade(
@@ -42,8 +50,8 @@ async def publish_trade(
 ) -> str:
     """Append a settled trade to the public trade stream; returns the stream entry id.
 
-    The settlement code calls this once per settled request; every server process's hub reads
-    the stream and sends the trade to its `trades` subscribers.
+    The settlement code calls this once per settled request; every server process's hub with
+    trades subscribers reads the stream and sends the trade to them.
     """
     script = register(redis, "trade_publish")
     result = await script(
@@ -59,30 +67,12 @@ class Replica(BookView, Protocol):
     def add_listener(self, listener: Callable[[BookChange], None]) -> Callable[[], None]: ...
 
 
-class FeedConnection:
-    """One subscriber: its session, the event that wakes its writer, and why it must end."""
-
-    __slots__ = ("ended", "ending", "key_id", "session", "wake")
-
-    def __init__(self, session: FeedSession, key_id: str) -> None:
-        self.session = session
-        self.key_id = key_id
-        self.wake = asyncio.Event()
-        self.ended = asyncio.Event()
-        self.ending: Close | None = None
-
-    def end(self, close: Close) -> None:
-        if self.ending is None:
-            self.ending = close
-            self.ended.set()
-
-
 class FeedHub:
     """Fan-out of one process's book changes and trades to its feed connections.
 
     Args:
         redis: the market's Redis (the trade stream is read with XREAD BLOCK on a connection of
-            its own, with the lean RESP client: every settlement wakes the reader).
+            its own, with the lean RESP client).
         keys: key names.
         replica: this process's book replica, already started or started before `start`.
         models: the catalogue's model ids.
@@ -102,21 +92,30 @@ class FeedHub:
         tick_s: float = 0.25,
         close_timeout_s: float = 5.0,
     ) -> None:
-        self._redis = redis
         self._resp = RespClient(url_of(redis))  # blocks in XREAD: used for nothing else
-        self._keys = keys
         self._replica = replica
         self._models = frozenset(models)
         self._limits = limits or FeedLimits()
         self._tick_s = tick_s
         self._close_timeout_s = close_timeout_s
         self._cache = SnapshotCache(replica)
+        self._log = ChangeLog()  # book changes, read by every session from its own cursor
         self._conns: set[FeedConnection] = set()
+        self._followers: dict[str, set[FeedConnection]] = {}  # model -> its book's subscribers
+        self._asgi_conns: set[FeedConnection] = set()  # those sending through ASGI (no transport)
+        self._trade_conns: set[FeedConnection] = set()  # those subscribed to some model's trades
         self._tasks: list[asyncio.Task[None]] = []
         self._unlisten: Callable[[], None] | None = None
-        self._stopping = False
-        self.trade_block_ms = 1000
-        self.trade_batch = 100  # below `max_pending`, so one batch cannot cut a reading client off
+        self.writer = FrameWriter()
+        self.trade_follower = TradeFollower(
+            redis,
+            self._resp,
+            keys,
+            on_trade=self._on_trade,
+            on_missed=self._on_missed,
+            on_positioned=self._release_held,
+        )
+        self.max_log_behind = 10_000  # changes a session may leave unread before they are folded
         self.changes = 0
         self.trades = 0
         self.trades_missed = 0
@@ -126,13 +125,19 @@ class FeedHub:
     def connections(self) -> int:
         return len(self._conns)
 
+    @property
+    def trade_block_ms(self) -> int:
+        return self.trade_follower.block_ms
+
+    @trade_block_ms.setter
+    def trade_block_ms(self, value: int) -> None:
+        self.trade_follower.block_ms = value
+
     async def start(self) -> None:
-        """Follow the replica and, from the newest entry now, the trade stream."""
-        position = await self._trade_position()
-        self._stopping = False
+        """Follow the replica, and the trade stream whenever a connection subscribes to trades."""
         self._unlisten = self._replica.add_listener(self._on_change)
         self._tasks = [
-            asyncio.create_task(self._follow_trades(*position), name="feed-trades"),
+            asyncio.create_task(self.trade_follower.run(), name="feed-trades"),
             asyncio.create_task(self._tick_forever(), name="feed-heartbeat"),
         ]
 
@@ -142,13 +147,12 @@ class FeedHub:
             self._unlisten()
             self._unlisten = None
         tasks, self._tasks = self._tasks, []
+        self.writer.stop()
         if not tasks:
             return
-        reader, ticker = tasks
-        ticker.cancel()
         # Cancelling the lean client's blocking XREAD is safe (its late reply is dropped).
-        self._stopping = True
-        reader.cancel()
+        for task in tasks:
+            task.cancel()
         await asyncio.wait(tasks, timeout=1)
         await self._resp.aclose()
 
@@ -156,13 +160,21 @@ class FeedHub:
     def open(self, key_id: str) -> FeedConnection:
         """Register a new subscriber (its session starts with no subscription)."""
         now = _now_ms()
-        session = FeedSession(self._replica, self._models, self._limits, now, self._cache)
+        session = FeedSession(
+            self._replica, self._models, self._limits, now, self._cache, self._log
+        )
         conn = FeedConnection(session, key_id)
         self._conns.add(conn)
         return conn
 
     def close(self, conn: FeedConnection) -> None:
         self._conns.discard(conn)
+        self._asgi_conns.discard(conn)
+        conn.transport = None  # the writer writes nothing more to it
+        self._follow_books(conn, frozenset())
+        if conn in self._trade_conns:
+            self._trade_conns.discard(conn)
+            self.trade_follower.want(bool(self._trade_conns))
 
     def drop_key(self, key_id: str) -> int:
         """End every connection of a revoked key (close 4001); returns how many."""
@@ -174,12 +186,15 @@ class FeedHub:
     async def serve(self, websocket: WebSocket, key_id: str) -> None:
         """Run one accepted WebSocket until either side ends it."""
         conn = self.open(key_id)
-        conn.wake.set()
+        conn.transport = find_transport(websocket)
         tasks = [
             asyncio.create_task(self._read(websocket, conn)),
-            asyncio.create_task(self._write(websocket, conn)),
             asyncio.create_task(conn.ended.wait()),
         ]
+        if conn.transport is None:
+            self._asgi_conns.add(conn)
+            conn.wake.set()
+            tasks.append(asyncio.create_task(self._write(websocket, conn)))
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -199,15 +214,21 @@ class FeedHub:
                 return
             data = message.get("text")
             conn.session.receive(data if data is not None else message.get("bytes") or b"")
+            self._follow_books(conn, conn.session.books)
+            self._follow_trades_for(conn)
             self._after(conn)
 
     async def _write(self, websocket: WebSocket, conn: FeedConnection) -> None:
+        """The fallback: frames through ASGI, for a server that offers no transport."""
         session, loop = conn.session, asyncio.get_running_loop()
         next_at = 0.0  # batched: when the next frame may go
         with contextlib.suppress(WebSocketDisconnect):
             while True:
-                if session.batch_ms is None or not session.has_output:
+                if session.batch_ms is None or not session.has_output or conn.held:
                     await conn.wake.wait()
+                if conn.held:
+                    conn.wake.clear()
+                    continue
                 if session.batch_ms is not None:
                     # Waiting with `wake` set keeps the fan-out's set() a no-op; a busy batched
                     # connection then costs one task switch per frame, not one per change.
@@ -215,8 +236,14 @@ class FeedHub:
                         await asyncio.sleep(delay)
                     next_at = loop.time() + (session.batch_ms or 0) / 1000
                 conn.wake.clear()
-                while (frame := session.next_frame()) is not None:
-                    await websocket.send_text(frame)
+                # What changed while a send waited is conflated in the outbox, as for a client
+                # that lags behind the writer below.
+                while True:
+                    session.fold()
+                    frame = session.next_frame()
+                    if frame is None:
+                        break
+                    await websocket.send_text(frame.decode())
 
     async def _send_close(self, websocket: WebSocket, close: Close) -> None:
         # A lagging client may never read far enough to see the close frame; don't wait forever.
@@ -230,26 +257,61 @@ class FeedHub:
             self.slow_closes += conn.ending is None
             conn.end(session.close)
         elif session.has_output:
+            self._notify(conn)
+
+    def _notify(self, conn: FeedConnection) -> None:
+        if conn.transport is not None:
+            self.writer.mark(conn)
+        else:
             conn.wake.set()
+
+    def _follow_books(self, conn: FeedConnection, books: frozenset[str]) -> None:
+        """After a command or a close: which books' changes wake `conn`'s writer."""
+        for model, followers in list(self._followers.items()):
+            if model not in books:
+                followers.discard(conn)
+                if not followers:
+                    del self._followers[model]
+        for model in books:
+            self._followers.setdefault(model, set()).add(conn)
+
+    # -- the trade stream, only while wanted ------------------------------------------------------
+    def _follow_trades_for(self, conn: FeedConnection) -> None:
+        """After a command: start or stop following trades as `conn`'s subscription changed."""
+        wants, had = conn.session.wants_trades, conn in self._trade_conns
+        if wants == had:
+            return
+        if wants:
+            self._trade_conns.add(conn)
+            if not self.trade_follower.positioned:
+                conn.held = True  # its `subscribed` waits until trades after it will be read
+        else:
+            self._trade_conns.discard(conn)
+        self.trade_follower.want(bool(self._trade_conns))
+
+    def _release_held(self) -> None:
+        for conn in self._conns:
+            if conn.held:
+                conn.held = False
+                self._after(conn)
 
     # -- fan-out ----------------------------------------------------------------------------------
     def _on_change(self, change: BookChange) -> None:
         self.changes += 1
         # Every change of every model passes here: one nobody follows costs no encoding.
-        model = change.model
-        followers = [conn for conn in self._conns if conn.session.follows(model)]
+        followers = self._followers.get(change.model)
         if not followers:
             return
         wire = WireChange.of(change)
-        text = update_text(wire)  # once for every session
-        for conn in followers:  # a change never closes a session (updates are conflated)
-            if conn.session.on_change(wire, text):
-                conn.wake.set()
+        self._log.append(wire, update_bytes(wire))  # encoded once, read by every session
+        self.writer.mark_all(followers)
+        for conn in self._asgi_conns & followers:
+            conn.wake.set()
 
     def _on_trade(self, trade: Trade) -> None:
         self.trades += 1
         wire = WireTrade.of(trade)
-        for conn in self._conns:
+        for conn in list(self._trade_conns):
             conn.session.on_trade(wire)
             self._after(conn)
 
@@ -258,7 +320,7 @@ class FeedHub:
         log.warning(
             "feed: %d trades were trimmed from the stream before this process read them", missed
         )
-        for conn in self._conns:
+        for conn in list(self._trade_conns):
             conn.session.on_trades_missed(missed)
             self._after(conn)
 
@@ -269,58 +331,16 @@ class FeedHub:
             for conn in list(self._conns):
                 conn.session.tick(now)
                 self._after(conn)
+            self._trim_log()
 
-    # -- the trade stream ----------------------------------------------------------------------
-    async def _trade_position(self) -> tuple[str, int | None]:
-        newest = await self._redis.xrevrange(self._keys.trades(), count=1)
-        if not newest:
-            return "0-0", None
-        entry_id, fields = newest[0]
-        return text(entry_id), _entry_n(fields)
-
-    async def _follow_trades(self, last_id: str, last_n: int | None) -> None:
-        backoff = 0.05
-        key, batch, block_ms = self._keys.trades(), self.trade_batch, self.trade_block_ms
-        reads = StreamReads(self._resp, [key], batch, block_ms)
-        while not self._stopping:
-            try:
-                [(_, entries)] = await reads.read([last_id]) or [("", [])]
-                backoff = 0.05
-            except (RedisError, RespError, OSError):  # ConnectionError is an OSError
-                log.warning("feed: reading trades failed", exc_info=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
-                continue
-            for entry_id, fields in entries:
-                n = _entry_n(fields)
-                if last_n is not None and n is not None and n > last_n + 1:
-                    self._on_missed(n - last_n - 1)
-                last_id, last_n = text(entry_id), n
-                trade = _entry_trade(fields)
-                if trade is not None:
-                    self._on_trade(trade)
+    def _trim_log(self) -> None:
+        """Forget the changes every session has read; a session far behind has its share folded."""
+        log = self._log
+        for conn in self._conns:
+            if log.end - conn.session.cursor > self.max_log_behind:
+                conn.session.fold()  # it is not writing: its updates wait conflated
+        log.trim(min((conn.session.cursor for conn in self._conns), default=log.end))
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _field(fields: object, name: str) -> str | None:
-    if not isinstance(fields, dict):
-        return None
-    value = fields.get(name.encode(), fields.get(name))
-    return None if value is None else text(value)
-
-
-def _entry_n(fields: object) -> int | None:
-    n = _field(fields, "n")
-    return None if n is None else int(n)
-
-
-def _entry_trade(fields: object) -> Trade | None:
-    raw = _field(fields, "trade")
-    try:
-        return Trade.from_json(json.loads(raw or ""))
-    except (ValueError, TypeError, KeyError):
-        log.warning("feed: skipping a malformed trade entry: %.200s", raw)
-        return None

@@ -1,6 +1,6 @@
 """The price feed's wire values: trades, book changes and client commands, each encoded once.
 
-A change or a trade reaches every subscriber, so it is turned into JSON text once (`WireChange`,
+A change or a trade reaches every subscriber, so it is turned into JSON once (`WireChange`,
 `WireTrade`) and each session only splices its own `seq` in front. Client commands are parsed
 here too, by pure functions that raise `BadCommand` with the interface's error code.
 """
@@ -91,14 +91,14 @@ class Trade:
 
 @dataclass(frozen=True, slots=True)
 class WireTrade:
-    """A trade with its message text after the seq, built once for every subscriber."""
+    """A trade with its message's bytes after the seq, built once for every subscriber."""
 
     model: str
-    rest: str
+    raw: bytes
 
     @classmethod
     def of(cls, trade: Trade) -> WireTrade:
-        return cls(trade.model, rest_of(trade.to_json()))
+        return cls(trade.model, rest_of(trade.to_json()).encode())
 
 
 @dataclass(frozen=True, slots=True)

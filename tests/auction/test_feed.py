@@ -1,4 +1,5 @@
-"""The sans-I/O feed session: subscriptions, snapshots, updates, conflation, the bound, seq."""
+"""The sans-I/O feed session: subscriptions, snapshots, updates, conflation, the bound, seq,
+the shared change log and frames."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
 from auction.book_stream import BookChange, ChangeKind
-from auction.feed import CLOSE_SLOW_CONSUMER, FeedLimits, FeedSession, SnapshotCache
+from auction.feed import CLOSE_SLOW_CONSUMER, ChangeLog, FeedLimits, FeedSession, SnapshotCache
 from auction.feed_wire import Trade, WireChange, WireTrade
+from auction.feed_writer import frame_header
 from clearing.index import BookIndex
 from clearing.money import Nanos, PriceMicros, format_price, parse_price
 from clearing.types import Offer, OfferLive
@@ -277,7 +281,7 @@ def test_snapshot_bodies_are_reused_until_the_book_changes() -> None:
     first = cache.body("gpt-4o")
     assert cache.body("gpt-4o") is first
     view.apply(change("capacity", offer(), in_flight=1))
-    assert '"in_flight":1' in cache.body("gpt-4o")
+    assert b'"in_flight":1' in cache.body("gpt-4o")
 
 
 # -- the bound and 4008 --------------------------------------------------------------------------
@@ -471,7 +475,7 @@ def test_batch_ms_stays_until_changed_and_zero_turns_it_off() -> None:
     assert s.batch_ms == 10 and [m["type"] for m in batches(s)[0]] == ["subscribed", "snapshot"]
     s.receive(batched(0))
     ack = s.next_frame()  # batching is off from this acknowledgement on
-    assert ack is not None and json.loads(ack)["batch_ms"] == 0 and ack.startswith("{")
+    assert ack is not None and json.loads(ack)["batch_ms"] == 0 and ack.startswith(b"{")
     assert s.batch_ms is None and [m["type"] for m in drain(s)] == ["snapshot"]
     s.receive(json.dumps({"type": "unsubscribe", "channels": ["book"], "batch_ms": "ignored"}))
     assert [m["type"] for m in drain(s)] == ["unsubscribed"]
@@ -569,3 +573,165 @@ def local_book(messages: list[dict[str, Any]]) -> Mapping[str, int]:
 
 def _micros(wire: Mapping[str, Any]) -> int:
     return parse_price(wire["input_usd_per_mtok"])
+
+
+# -- the shared change log, folding and frames ----------------------------------------------------
+def logged(view: View, log: ChangeLog, kind: ChangeKind, o: Offer, **kw: Any) -> None:
+    """A change the replica applied, appended to the shared log as the hub does."""
+    log.append(view.apply(change(kind, o, **kw)))
+
+
+def log_session(view: View, log: ChangeLog, **limits: int) -> FeedSession:
+    return FeedSession(view, MODELS, FeedLimits(**limits), now_ms=0, log=log)
+
+
+def test_sessions_keeping_up_with_the_log_get_every_change_in_order() -> None:
+    view, log = View(), ChangeLog()
+    a, b = log_session(view, log), log_session(view, log)
+    for s in (a, b):
+        s.receive(subscribe(["book"], ["gpt-4o"]))
+    logged(view, log, "new", offer("o1"))  # before the snapshots are built: in them
+    assert [m["type"] for m in drain(a)] == ["subscribed", "snapshot"]
+    for price in (1, 2, 3):
+        logged(view, log, "changed", offer("o1", price=price))
+        logged(view, log, "new", offer(f"x{price}", model="mistral-small"))  # not followed
+        (update,) = drain(a)
+        assert update["seq"] == 2 + price and update["offer"]["input_usd_per_mtok"] == (
+            format_price(PriceMicros(price))
+        )
+    messages = drain(b)  # b read nothing yet: its snapshot, then every change after it
+    assert [m["type"] for m in messages] == ["subscribed", "snapshot"]
+    assert [o["offer_id"] for o in messages[1]["offers"]] == ["o1"]
+    assert messages[1]["offers"][0]["input_usd_per_mtok"] == format_price(PriceMicros(3))
+    logged(view, log, "withdrawn", offer("o1"))
+    assert [(m["kind"], m["seq"]) for m in drain(b)] == [("withdrawn", 3)]
+    assert [m["kind"] for m in drain(a)] == ["withdrawn"]
+    assert a.conflated == 0 and b.cursor == a.cursor == log.end
+
+
+def test_a_folded_session_conflates_what_it_had_not_read() -> None:
+    view, log = View(), ChangeLog()
+    s = log_session(view, log)
+    s.receive(subscribe(["book", "trades"], ["gpt-4o"]))
+    drain(s)
+    for price in range(1, 51):
+        logged(view, log, "changed", offer("o1", price=price))
+        if price == 10:
+            s.on_trade(WireTrade.of(trade(ts=10)))  # after the first ten changes
+    s.fold()  # the client lagged: the fifty changes become one update, before the trade
+    first, second = drain(s)
+    assert first["type"] == "update" and first["offer"]["input_usd_per_mtok"] == format_price(
+        PriceMicros(50)
+    )
+    assert second["type"] == "trade" and s.conflated == 49
+    logged(view, log, "changed", offer("o1", price=60))  # back to reading the log
+    (update,) = drain(s)
+    assert update["seq"] == 5 and update["offer"]["input_usd_per_mtok"] == "0.00006"
+
+
+def test_a_resync_in_the_log_is_a_snapshot_at_its_place() -> None:
+    view, log = View(), ChangeLog()
+    s = log_session(view, log)
+    s.receive(subscribe(["book"], ["gpt-4o"]))
+    drain(s)
+    logged(view, log, "new", offer("a"))
+    view.index.remove("acme/a")
+    view.versions["gpt-4o"] = 9
+    log.append(WireChange.of(BookChange("resync", "gpt-4o", "", 9, 1, "9-0")))
+    logged(view, log, "new", offer("b"))
+    messages = drain(s)
+    assert [(m["type"], m.get("reason")) for m in messages] == [
+        ("update", None),
+        ("snapshot", "resync"),
+    ]  # "b" was applied before the snapshot was built: it is in it, not sent again
+    assert [o["offer_id"] for o in messages[1]["offers"]] == ["b"]
+
+
+def test_the_log_forgets_only_what_every_reader_passed() -> None:
+    log = ChangeLog()
+    for i in range(5):
+        log.append(WireChange.of(change("new", offer(f"o{i}"))))
+    log.trim(3)
+    assert (log.base, log.end, len(log.entries)) == (3, 5, 2)
+    log.trim(1)  # already gone: nothing happens
+    log.trim(99)
+    assert (log.base, log.end, log.entries) == (5, 5, [])
+
+
+def parse_frames(data: bytes) -> list[Frame]:
+    """Server frames as the `websockets` library reads them."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    frames = []
+    while reader.buffer:
+        parser = Frame.parse(reader.read_exact, mask=False)
+        with pytest.raises(StopIteration) as done:
+            next(parser)
+        frames.append(done.value.value)
+    return frames
+
+
+@given(st.lists(st.sampled_from([0, 1, 125, 126, 127, 65_535, 65_536, 70_000]), max_size=5))
+def test_frame_headers_are_read_by_websockets_as_whole_text_frames(sizes: list[int]) -> None:
+    payloads = [bytes([97 + i % 26]) * size for i, size in enumerate(sizes)]
+    frames = parse_frames(b"".join(frame_header(len(p)) + p for p in payloads))
+    assert [f.data for f in frames] == payloads
+    assert all(f.opcode == Opcode.TEXT and f.fin and not f.rsv1 for f in frames)
+
+
+Plan = list[tuple[str, int]]
+log_steps = st.lists(
+    st.tuples(
+        st.sampled_from(["change", "remove", "trade", "tick", "drain", "frames", "fold", "frame"]),
+        st.integers(0, 5),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(log_steps)
+def test_log_readers_number_by_one_keep_event_order_and_end_equal_to_the_replica(
+    plan: Plan,
+) -> None:
+    view, log = View(), ChangeLog()
+    lagging, keeping_up = log_session(view, log, max_pending=10_000), log_session(view, log)
+    for s in (lagging, keeping_up):
+        s.receive(subscribe(["book", "trades"], ["gpt-4o"]))
+    seen: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = drain(keeping_up)
+    events: list[tuple[str, object]] = []  # what keeping_up must see, in order
+    now = 0
+    for action, i in plan:
+        o = offer(f"o{i}", price=1000 + len(events) + i)
+        if action == "change":
+            kind: ChangeKind = "new" if view.index.get(o.ref) is None else "changed"
+            logged(view, log, kind, o, in_flight=i, tokens=i)
+            events.append(("update", o.ref))
+        elif action == "remove" and view.index.get(o.ref) is not None:
+            logged(view, log, "withdrawn", o)
+            events.append(("update", o.ref))
+        elif action == "trade":
+            for s in (lagging, keeping_up):
+                s.on_trade(WireTrade.of(trade(ts=i)))
+            events.append(("trade", i))
+        elif action == "tick":
+            now += 1000 * i
+            lagging.tick(now)
+        elif action == "drain":
+            seen.extend(drain(lagging))
+        elif action == "frames":
+            out: list[bytes] = []
+            lagging.write_frames(out, 1 + 300 * i, frame_header)
+            seen.extend(json.loads(bytes(f.data)) for f in parse_frames(b"".join(out)))
+        elif action == "fold":
+            lagging.fold()
+        elif action == "frame":
+            lagging.receive(subscribe(["book"], ["gpt-4o"]) if i == 0 else "?")
+        kept.extend(drain(keeping_up))
+    seen.extend(drain(lagging))
+    assert [m["seq"] for m in seen] == list(range(1, len(seen) + 1))
+    assert local_book(seen) == {o.ref: o.input_price for o in view.index.offers("gpt-4o")}
+    assert [m["seq"] for m in kept] == list(range(1, len(kept) + 1))
+    got = [(m["type"], m.get("ref", m.get("ts"))) for m in kept[2:]]
+    assert got == events and keeping_up.conflated == 0

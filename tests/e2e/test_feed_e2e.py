@@ -17,6 +17,8 @@ import pytest
 import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -47,9 +49,18 @@ class Server:
 
 @asynccontextmanager
 async def feed_server(
-    redis_url: str, prefix: str, limits: FeedLimits, *, send_buffer: int | None = None
+    redis_url: str,
+    prefix: str,
+    limits: FeedLimits,
+    *,
+    send_buffer: int | None = None,
+    hide_transport: bool = False,
 ) -> AsyncIterator[Server]:
-    """A uvicorn server with the feed; `send_buffer` pins its sockets' kernel send buffers."""
+    """A uvicorn server with the feed; `send_buffer` pins its sockets' kernel send buffers.
+
+    `hide_transport` wraps uvicorn's ASGI callables, as another server's would look: the hub
+    then sends through ASGI.
+    """
     redis = aioredis.Redis.from_url(redis_url)
     keys = Keys(prefix)
     replica = BookReplica(redis, keys, MODELS, block_ms=200)
@@ -68,7 +79,8 @@ async def feed_server(
 
     app = FastAPI(lifespan=lifespan)
     app.include_router(feed_router(hub, Accounts(redis, keys).authenticate))
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    asgi: ASGIApp = HideTransport(app) if hide_transport else app
+    config = uvicorn.Config(asgi, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     listener = socket.socket()
     if send_buffer is not None:  # accepted sockets inherit it (and lose send-buffer autotuning)
@@ -85,6 +97,22 @@ async def feed_server(
         server.should_exit = True
         await task
         await redis.aclose()
+
+
+class HideTransport:
+    """ASGI middleware passing plain functions for `receive` and `send`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def plain_receive() -> AsgiMessage:
+            return await receive()
+
+        async def plain_send(message: AsgiMessage) -> None:
+            await send(message)
+
+        await self.app(scope, plain_receive, plain_send)
 
 
 @pytest.fixture
@@ -124,9 +152,8 @@ def trade(model: str = "gpt-4o", ts: int = 1) -> Trade:
 
 
 async def open_feed(url: str, key: str, **kw: Any) -> ClientConnection:
-    return await connect(
-        url, additional_headers={"Authorization": f"Bearer {key}"}, compression=None, **kw
-    )
+    kw.setdefault("compression", None)
+    return await connect(url, additional_headers={"Authorization": f"Bearer {key}"}, **kw)
 
 
 async def recv(ws: ClientConnection, timeout: float = 5.0) -> Message:
@@ -417,6 +444,7 @@ async def test_a_slow_consumer_is_conflated_then_cut_off_while_a_fast_one_keeps_
             assert "slow consumer" in closed.value.rcvd.reason
             await fast.wait_until(lambda c: c.stats.trades == published, timeout=10)
             assert fast.stats.gaps == 0 and fast.stats.close_codes == []
+            assert srv.hub.writer.writes > 0  # frames written below ASGI, by the hub's writer
 
 
 # -- batched frames (batch_ms) --------------------------------------------------------------------
