@@ -1,11 +1,10 @@
-"""The request path's Redis commands as data, so each step is one batch and one round trip.
+"""Redis commands as data (`Cmd`), so each step of a request is one batch and one round trip.
 
-Each builder returns the EVALSHA its owner module sends (same script, same KEYS and ARGV:
-`auction.ratelimit`, `auction.accounts`, `auction.book`, `auction.ledger`, `auction.feed_hub`,
-`auction.health`); the owners' async methods stay the API for everything off the hot path.
-Batching lets the broker send, say, rate limit + budget hold + capacity reservation in one
-write instead of three awaited calls. If an owner's script or arguments change, its builder here
-must change with it: the e2e tests drive every one of them.
+A script's KEYS and ARGV layout is known only to the module that owns the script, which builds
+its `Cmd` (`auction.ratelimit.rate_hit_command`, `auction.holds.hold_command`, ...) and sends
+it itself off the hot path (`send_one`, on redis-py). The request path batches the same
+commands instead: rate limit + budget hold + capacity reservation go out in one write rather
+than three awaited calls.
 
 `Runner.run` sends a batch with `RespClient` and, should Redis have lost a script (a restart or
 SCRIPT FLUSH), loads it and re-runs just the commands that found it missing (they did not run).
@@ -22,18 +21,12 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from auction.feed_wire import Trade
 from auction.keys import Keys
-from auction.ledger import Settlement
 from auction.resp import Arg, RespClient, RespError, pack, pack_args
 from auction.scripts import source
-from bidders import wirejson
 from clearing.types import Offer
 
 BOOK_MAXLEN = 100_000  # Book's default change-stream length, which the market's Book uses
-TRADES_MAXLEN = 10_000  # publish_trade's default
-RATE_WINDOW_MS = 60_000  # auction.ratelimit.WINDOW_MS
-SETTLED_KEEP_MS = 7 * 86_400_000  # auction.holds.SETTLED_KEEP_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,34 +79,6 @@ class Commands:
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
 
-    # -- client keys: slot {k:KEY_ID} -------------------------------------------------------
-    def rate_hit(self, key_id: str, limit: int, now_ms: int) -> Cmd:
-        window, elapsed = divmod(now_ms, RATE_WINDOW_MS)
-        k = self.keys
-        return script(
-            "rate_hit",
-            [k.rate(key_id, window), k.rate(key_id, window - 1)],
-            [limit, elapsed, RATE_WINDOW_MS],
-        )
-
-    def _hold_keys(self, key_id: str) -> list[str]:
-        k = self.keys
-        return [k.account(key_id), k.holds(key_id), k.hold_amounts(key_id), k.hold_periods(key_id)]
-
-    def hold(self, key_id: str, hold_id: str, amount: int, ttl_ms: int) -> Cmd:
-        keys = [*self._hold_keys(key_id), self.keys.settled_holds(key_id)]
-        return script("hold", keys, [hold_id, amount, ttl_ms, ""], prelude="account_lib")
-
-    def hold_release(self, key_id: str, hold_id: str) -> Cmd:
-        return script("hold_release", self._hold_keys(key_id)[1:], [hold_id])
-
-    def hold_settle(self, key_id: str, hold_id: str, charge: int) -> Cmd:
-        k = self.keys
-        keys = [*self._hold_keys(key_id), k.settled_holds(key_id), k.settled_order(key_id)]
-        return script(
-            "hold_settle", keys, [hold_id, charge, "", SETTLED_KEEP_MS], prelude="account_lib"
-        )
-
     # -- the book of one model: slot {b:MODEL} ------------------------------------------------
     def _book(self, name: str, model: str, args: Sequence[Arg]) -> Cmd:
         k = self.keys
@@ -140,27 +105,6 @@ class Commands:
 
     def settle(self, offer: Offer, rid: str, tokens_used: int) -> Cmd:
         return self._book("settle", offer.model, [offer.ref, rid, tokens_used])
-
-    def health(self, offer: Offer, args: Sequence[Arg]) -> Cmd:
-        k = self.keys
-        keys = [
-            k.health(offer.model, offer.ref),
-            k.health_changes(offer.model),
-            k.health_version(offer.model),
-        ]
-        return script("health_record", keys, [offer.ref, *args])
-
-    # -- ledger, feed, fills, records -----------------------------------------------------------
-    def ledger_append(self, entry: Settlement) -> Cmd:
-        args: list[Arg] = [entry.clearing_id]
-        for name, value in entry.fields().items():
-            args += [name, value]
-        return script("ledger_append", [self.keys.ledger(), self.keys.ledger_marks()], args)
-
-    def trade_publish(self, trade: Trade) -> Cmd:
-        body = wirejson.dumps(trade.to_json())
-        keys = [self.keys.trades(), self.keys.trades_version()]
-        return script("trade_publish", keys, [TRADES_MAXLEN, body])
 
     def publish(self, channel: str, message: str) -> Cmd:
         return command("PUBLISH", channel, message)

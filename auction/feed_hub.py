@@ -21,7 +21,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from auction.book_stream import BookChange, text
+from auction.book_stream import BookChange
 from auction.feed import (
     BookView,
     ChangeLog,
@@ -31,34 +31,17 @@ from auction.feed import (
     SnapshotCache,
     update_bytes,
 )
-from auction.feed_trades import TradeFollower
-from auction.feed_wire import Trade, WireChange, WireTrade, dumps
+from auction.feed_trades import TradeFollower, publish_trade
+from auction.feed_wire import Trade, WireChange, WireTrade
 from auction.feed_writer import FeedConnection, FrameWriter, find_transport
 from auction.keys import Keys
 from auction.resp import RespClient, url_of
-from auction.scripts import register
 
 __all__ = ["FeedConnection", "FeedHub", "Trade", "publish_trade"]
 
 log = logging.getLogger(__name__)
 
 CLOSE_REVOKED = Close(4001, "the API key was revoked")
-
-
-async def publish_trade(
-    redis: aioredis.Redis, keys: Keys, trade: Trade, *, maxlen: int = 10_000
-) -> str:
-    """Append a settled trade to the public trade stream; returns the stream entry id.
-
-    The settlement code calls this once per settled request; every server process's hub with
-    trades subscribers reads the stream and sends the trade to them.
-    """
-    script = register(redis, "trade_publish")
-    result = await script(
-        keys=[keys.trades(), keys.trades_version()], args=[maxlen, dumps(trade.to_json())]
-    )
-    assert isinstance(result, list)
-    return text(result[1])
 
 
 class Replica(BookView, Protocol):

@@ -1,4 +1,5 @@
-"""Following the trade stream for the feed, only while some subscriber of this process wants it.
+"""The public trade stream: publishing a settled trade, and following the stream for the feed
+only while some subscriber of this process wants it.
 
 Every settlement appends to `Keys.trades()`; a process whose hub read it regardless would wake
 on every settled request even with nobody to tell. So the follower reads only while `want(True)`
@@ -20,13 +21,34 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from auction.book_stream import text
-from auction.feed_wire import Trade
+from auction.commands import Cmd, script, send_one
+from auction.feed_wire import Trade, dumps
 from auction.keys import Keys
 from auction.resp import RespClient, RespError, StreamReads
 
-__all__ = ["TradeFollower"]
+__all__ = ["TradeFollower", "publish_trade", "trade_publish_command"]
 
 log = logging.getLogger(__name__)
+
+
+async def publish_trade(
+    redis: aioredis.Redis, keys: Keys, trade: Trade, *, maxlen: int = 10_000
+) -> str:
+    """Append a settled trade to the public trade stream; returns the stream entry id.
+
+    The settlement code calls this once per settled request; every server process's hub with
+    trades subscribers reads the stream and sends the trade to them.
+    """
+    result = await send_one(redis, trade_publish_command(keys, trade, maxlen=maxlen))
+    assert isinstance(result, list)
+    return text(result[1])
+
+
+def trade_publish_command(keys: Keys, trade: Trade, *, maxlen: int = 10_000) -> Cmd:
+    """The `trade_publish` script (for a batch, or `publish_trade`); replies {n, entry id}."""
+    body = dumps(trade.to_json())
+    return script("trade_publish", [keys.trades(), keys.trades_version()], [maxlen, body])
+
 
 _MAX_BACKOFF_S = 2.0
 

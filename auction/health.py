@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from auction.book_stream import text
-from auction.commands import Cmd, Commands, send_one
+from auction.commands import Cmd, script, send_one
 from auction.keys import Keys
 from auction.resp import Arg
 from auction.settings import Settings
@@ -140,7 +140,6 @@ class Health:
         self._keys = keys
         self._settings = settings
         self._rng = rng or random.Random()
-        self._commands = Commands(keys)
         self._states: dict[str, HealthState] = {}
         self._seen: dict[str, int] = {}  # model -> last health change number read
 
@@ -216,7 +215,10 @@ class Health:
             now_ms, outcome, s.failures_to_cool_down, s.cool_down_ms, ttft, tps, EWMA_WEIGHT,
             KEEP_MS,
         ]  # fmt: skip
-        return self._commands.health(offer, args)
+        k = self._keys
+        keys = [k.health(offer.model, offer.ref), k.health_changes(offer.model),
+                k.health_version(offer.model)]  # fmt: skip
+        return script("health_record", keys, [offer.ref, *args])
 
     async def refresh(self, models: Iterable[str]) -> int:
         """Read the health changes other processes made since the last refresh; returns how many."""

@@ -11,9 +11,9 @@ import redis.asyncio as aioredis
 
 from auction.api_keys import KeyRecord, read_key
 from auction.budgets import check_nanos
+from auction.commands import Cmd, script, send_one
 from auction.errors import BudgetExceeded, InvalidApiKey, InvalidRequest
 from auction.keys import Keys
-from auction.scripts import register
 from clearing.money import Nanos, format_usd
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,38 @@ def _over_budget(amount: int, key: KeyRecord, spent: int, held: int) -> BudgetEx
     )
 
 
+def _hold_keys(keys: Keys, key_id: str) -> list[str]:
+    return [keys.account(key_id), keys.holds(key_id), keys.hold_amounts(key_id),
+            keys.hold_periods(key_id)]  # fmt: skip
+
+
+def hold_command(
+    keys: Keys, key_id: str, hold_id: str, amount: int, ttl_ms: int, now: str = ""
+) -> Cmd:
+    """The `hold` script (`now`: epoch ms, or "" for Redis TIME); replies {status, spent, held}."""
+    return script(
+        "hold",
+        [*_hold_keys(keys, key_id), keys.settled_holds(key_id)],
+        [hold_id, amount, ttl_ms, now],
+        prelude="account_lib",
+    )
+
+
+def hold_settle_command(keys: Keys, key_id: str, hold_id: str, charge: int, now: str = "") -> Cmd:
+    """The `hold_settle` script; replies {status, charged, counted}."""
+    return script(
+        "hold_settle",
+        [*_hold_keys(keys, key_id), keys.settled_holds(key_id), keys.settled_order(key_id)],
+        [hold_id, charge, now, SETTLED_KEEP_MS],
+        prelude="account_lib",
+    )
+
+
+def hold_release_command(keys: Keys, key_id: str, hold_id: str) -> Cmd:
+    """The `hold_release` script; replies 1 if the hold was live."""
+    return script("hold_release", _hold_keys(keys, key_id)[1:], [hold_id])
+
+
 class Holds:
     """Holds on client keys' budgets. Each change is one Lua script on the key's slot.
 
@@ -67,16 +99,9 @@ class Holds:
         self._redis = redis
         self._keys = keys
         self._clock = clock
-        self._hold = register(redis, "hold", prelude="account_lib")
-        self._settle = register(redis, "hold_settle", prelude="account_lib")
-        self._release = register(redis, "hold_release")
 
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(self._clock())
-
-    def _hold_keys(self, key_id: str) -> list[str]:
-        k = self._keys
-        return [k.account(key_id), k.holds(key_id), k.hold_amounts(key_id), k.hold_periods(key_id)]
 
     async def hold(self, key_id: str, hold_id: str, amount: Nanos, ttl_ms: int) -> None:
         """Reserve `amount` of the key's budget until settled, released or `ttl_ms` has passed.
@@ -94,10 +119,8 @@ class Holds:
         amount = check_nanos(amount, "amount")
         if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0:
             raise InvalidRequest("ttl_ms must be a positive whole number", param="ttl_ms")
-        reply = await self._hold(
-            keys=[*self._hold_keys(key_id), self._keys.settled_holds(key_id)],
-            args=[hold_id, amount, ttl_ms, self._now_arg()],
-        )
+        cmd = hold_command(self._keys, key_id, hold_id, amount, ttl_ms, self._now_arg())
+        reply = cast(list[bytes], await send_one(self._redis, cmd))
         status, spent, held = _text(reply[0]), int(reply[1]), int(reply[2])
         if status == "ok":
             return
@@ -123,14 +146,8 @@ class Holds:
         """`settle`, reporting whether it repeated, found no hold, capped or counted the charge."""
         _check_hold_id(hold_id)
         charge = check_nanos(charge, "charge")
-        reply = await self._settle(
-            keys=[
-                *self._hold_keys(key_id),
-                self._keys.settled_holds(key_id),
-                self._keys.settled_order(key_id),
-            ],
-            args=[hold_id, charge, self._now_arg(), SETTLED_KEEP_MS],
-        )
+        cmd = hold_settle_command(self._keys, key_id, hold_id, charge, self._now_arg())
+        reply = cast(list[bytes], await send_one(self._redis, cmd))
         status, charged, counted = _text(reply[0]), int(reply[1]), bool(reply[2])
         capped = status == "settled" and charged < charge
         if capped:
@@ -145,5 +162,6 @@ class Holds:
     async def release(self, key_id: str, hold_id: str) -> bool:
         """Give a hold back without charging; True if it was live. Idempotent."""
         _check_hold_id(hold_id)
-        removed = await self._release(keys=self._hold_keys(key_id)[1:], args=[hold_id])
+        cmd = hold_release_command(self._keys, key_id, hold_id)
+        removed = await send_one(self._redis, cmd)
         return bool(removed)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 
+from auction.commands import Cmd, script, send_one
 from auction.keys import Keys
-from auction.scripts import register
+from auction.resp import Arg
 from clearing.money import Nanos, PriceMicros
 
 PAGE = 500
@@ -89,13 +91,20 @@ class Settlement:
         )
 
 
+def ledger_append_command(keys: Keys, entry: Settlement) -> Cmd:
+    """The `ledger_append` script for one settlement (for a batch, or `Ledger.append`)."""
+    args: list[Arg] = [entry.clearing_id]
+    for name, value in entry.fields().items():
+        args += [name, value]
+    return script("ledger_append", [keys.ledger(), keys.ledger_marks()], args)
+
+
 class Ledger:
     """Append-only settlements in a stream, with a clearing id -> entry id mark for idempotency."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._append = register(redis, "ledger_append")
 
     async def append(self, entry: Settlement) -> str:
         """Write the settlement; returns its entry id.
@@ -103,13 +112,8 @@ class Ledger:
         Idempotent per clearing id: if the clearing was written already, nothing is written and
         the first entry's id comes back (even if this entry differs; the first one stands).
         """
-        args: list[str] = [entry.clearing_id]
-        for name, value in entry.fields().items():
-            args += [name, value]
-        entry_id = await self._append(
-            keys=[self._keys.ledger(), self._keys.ledger_marks()], args=args
-        )
-        return _text(entry_id)
+        entry_id = await send_one(self._redis, ledger_append_command(self._keys, entry))
+        return _text(cast(bytes, entry_id))
 
     async def get(self, clearing_id: str) -> Settlement | None:
         """The settlement written for a clearing, or None."""

@@ -5,14 +5,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 
+from auction.commands import Cmd, script, send_one
 from auction.errors import InvalidRequest, RateLimited
 from auction.keys import Keys
-from auction.scripts import register
 
 WINDOW_MS = 60_000
+
+
+def rate_hit_command(keys: Keys, key_id: str, limit_per_minute: int, now_ms: int) -> Cmd:
+    """The `rate_hit` script for one request (for a batch, or `RateLimiter.hit`)."""
+    window, elapsed = divmod(now_ms, WINDOW_MS)
+    return script(
+        "rate_hit",
+        [keys.rate(key_id, window), keys.rate(key_id, window - 1)],
+        [limit_per_minute, elapsed, WINDOW_MS],
+    )
 
 
 def _wall_ms() -> int:
@@ -40,7 +51,6 @@ class RateLimiter:
         self._redis = redis
         self._keys = keys
         self._clock = clock
-        self._hit = register(redis, "rate_hit")
 
     async def hit(self, key_id: str, limit_per_minute: int) -> RateDecision:
         """Count one request for the key if it is within the limit; refused ones do not count."""
@@ -48,12 +58,8 @@ class RateLimiter:
             raise InvalidRequest("limit_per_minute must be a whole number")
         if limit_per_minute < 1:
             raise InvalidRequest("limit_per_minute must be at least 1")
-        now = self._clock()
-        window, elapsed = divmod(now, WINDOW_MS)
-        allowed, retry = await self._hit(
-            keys=[self._keys.rate(key_id, window), self._keys.rate(key_id, window - 1)],
-            args=[limit_per_minute, elapsed, WINDOW_MS],
-        )
+        cmd = rate_hit_command(self._keys, key_id, limit_per_minute, self._clock())
+        allowed, retry = cast(list[int], await send_one(self._redis, cmd))
         return RateDecision(bool(allowed), int(retry))
 
     async def enforce(self, key_id: str, limit_per_minute: int) -> None:

@@ -27,8 +27,11 @@ from typing import Literal, cast
 from auction.api_keys import KeyRecord
 from auction.commands import Cmd, Commands, Runner, text
 from auction.errors import BudgetExceeded, InvalidApiKey, RateLimited
+from auction.feed_trades import trade_publish_command
 from auction.feed_wire import Trade
-from auction.ledger import Prices, Settlement
+from auction.holds import hold_command, hold_release_command, hold_settle_command
+from auction.ledger import Prices, Settlement, ledger_append_command
+from auction.ratelimit import rate_hit_command
 from clearing.money import Nanos, format_usd
 from clearing.qualify import out_tokens
 from clearing.settle import charge
@@ -100,7 +103,7 @@ class Clearinghouse:
         Raises:
             RateLimited: the key is over its limit.
         """
-        [reply] = await self._run(self._cmd.rate_hit(key_id, limit, self._clock_ms()))
+        [reply] = await self._run(rate_hit_command(self._cmd.keys, key_id, limit, self._clock_ms()))
         allowed, retry = cast(list[int], reply)
         if not allowed:
             raise rate_limited(limit, int(retry))
@@ -121,15 +124,15 @@ class Clearinghouse:
         batch: list[Cmd] = []
         limit, pos.rate_limit = pos.rate_limit, None
         if limit is not None:
-            batch.append(c.rate_hit(key_id, limit, self._clock_ms()))
+            batch.append(rate_hit_command(c.keys, key_id, limit, self._clock_ms()))
         amount, old, new = candidate.worst_case, pos.hold, None
         if old is None or old.amount != amount:
             if old is not None:
-                batch.append(c.hold_release(key_id, old.hold_id))
+                batch.append(hold_release_command(c.keys, key_id, old.hold_id))
                 pos.hold = None
             pos.holds_taken += 1
             new = Hold(f"{pos.clearing_id}.h{pos.holds_taken}", amount)
-            batch.append(c.hold(key_id, new.hold_id, amount, ttl_ms))
+            batch.append(hold_command(c.keys, key_id, new.hold_id, amount, ttl_ms))
         offer = candidate.offer
         rid = f"{pos.clearing_id}.r{attempt}"
         tokens = pos.requirements.input_tokens + out_tokens(pos.requirements, offer)
@@ -139,7 +142,7 @@ class Clearinghouse:
         held = cast(list[object], replies[-2]) if new is not None else None
         refusal = _refusal(limit, replies[0], held, amount, pos.key)
         if refusal is not None:
-            undo = [c.hold_release(key_id, new.hold_id)] if new is not None else []
+            undo = [hold_release_command(c.keys, key_id, new.hold_id)] if new is not None else []
             if reserved == "ok":
                 undo.append(c.release(offer, rid))
             if undo:
@@ -165,7 +168,7 @@ class Clearinghouse:
         """Give the request's hold back uncharged (nothing, if it holds none)."""
         if pos.hold is not None:
             hold, pos.hold = pos.hold, None
-            await self._run(self._cmd.hold_release(pos.key.key_id, hold.hold_id))
+            await self._run(hold_release_command(self._cmd.keys, pos.key.key_id, hold.hold_id))
 
     async def settle(
         self, pos: Position, ticket: Ticket, usage: Usage, also: Sequence[Cmd]
@@ -208,10 +211,10 @@ class Clearinghouse:
         )
         c = self._cmd
         replies = await self._run(
-            c.hold_settle(pos.key.key_id, ticket.hold.hold_id, cost),
+            hold_settle_command(c.keys, pos.key.key_id, ticket.hold.hold_id, cost),
             c.settle(offer, ticket.reservation_id, usage.input_tokens + usage.output_tokens),
-            c.ledger_append(entry),
-            c.trade_publish(trade),
+            ledger_append_command(c.keys, entry),
+            trade_publish_command(c.keys, trade),
             c.publish(c.keys.fills_channel(offer.provider), fill_message(entry)),
             *also,
         )
