@@ -31,6 +31,7 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, cast
 
 import redis.asyncio as aioredis
@@ -38,10 +39,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT
 
+from auction.book_commands import BOOK_MAXLEN, layout
 from auction.book_stream import text, texts
+from auction.book_upsert import Placements, UpsertPacker, moves, upsert_args
 from auction.commands import Cmd, Runner, command, script, send_one
 from auction.keys import Keys
-from auction.offer_codec import offer_body_text, offer_from_json, remember_written
+from auction.offer_codec import OfferCodec, offer_from_json
 from auction.resp import Arg, RespError
 from auction.scripts import register
 from clearing.types import Offer, OfferLive
@@ -79,7 +82,8 @@ class Book:
     With a `runner` (the lean RESP client, `auction.commands.Runner`), the bidders' hot path
     (upsert, refresh, withdraw, cancel) sends the scripts of all the models it touches in one
     round trip; without one, or with `now_ms` pinned, each goes through redis-py on its own.
-    `aclose()` closes the runner's connection.
+    `aclose()` closes the runner's connection. The `codec` encodes the offers it writes (the
+    process's replica should share it: it then decodes them without parsing).
     """
 
     def __init__(
@@ -87,16 +91,20 @@ class Book:
         redis: aioredis.Redis,
         keys: Keys,
         *,
-        maxlen: int = 100_000,
+        maxlen: int = BOOK_MAXLEN,
         batch: int = 500,
         runner: Runner | None = None,
+        codec: OfferCodec | None = None,
     ) -> None:
         self._redis = redis
+        self.codec = codec or OfferCodec()
         self._keys = keys
         self._maxlen = maxlen
         self._batch = batch
         self._runner = runner
         self._scripts = {name: register(redis, name, prelude="book_lib") for name in _SCRIPTS}
+        self._packer = UpsertPacker(self._scripts["upsert"].sha, self.codec.body)
+        self._placements = Placements()
 
     @property
     def keys(self) -> Keys:
@@ -108,27 +116,7 @@ class Book:
             await self._runner.aclose()
 
     def _layout(self, model: str, now_ms: int | None) -> tuple[list[str], list[Arg]]:
-        """The KEYS of a model's book scripts, and the ARGV every one of them starts with."""
-        k = self._keys
-        script_keys = [
-            k.book_index(model),
-            k.book_expiry(model),
-            k.book_changes(model),
-            k.book_version(model),
-            k.book_seq(model),
-            k.reservations(model),
-        ]
-        head: list[Arg] = [
-            "" if now_ms is None else now_ms,
-            model,
-            self._maxlen,
-            k.offer(model, ""),
-            k.session_offers(model, ""),
-            k.in_flight(model, ""),
-            k.tokens_window(model, ""),
-            k.tokens_amounts(model, ""),
-        ]
-        return script_keys, head
+        return layout(self._keys, model, now_ms, self._maxlen)
 
     async def _run(
         self, name: str, model: str, args: Sequence[EncodableT], now_ms: int | None
@@ -183,18 +171,38 @@ class Book:
         Each offer lives `ttl_ms` from now. An offer id the provider posted for another model
         before is withdrawn from that model's book first.
         """
-        index_updates = await self._relocate(offers, now_ms)
+        lean = self._runner is not None and now_ms is None
+        # An offer this process last put in the same model's book needs no look-up first: the
+        # index is read in the same round trip as the upserts and checked after (`_recheck`).
+        known = [o for o in offers if self._placements.known(o)] if lean else []
+        fresh = [o for o in offers if not self._placements.known(o)] if known else offers
+        index_updates = await self._relocate(fresh, now_ms)
         groups = _by_model(offers)
-        calls: list[tuple[str, str, Sequence[Arg]]] = []
-        for model, group in groups.items():
-            args: list[Arg] = [session]
-            for offer in group:
-                args.extend(_upsert_args(offer))
-            calls.append(("upsert", model, args))
         # The provider's offer-id -> model index is written before the offers themselves (first
         # in the same batch), so an offer in a book can always be found by a withdraw; a stale
         # entry only finds nothing.
-        replies = await self._run_all(calls, now_ms, *index_updates)
+        if lean:
+            known_groups = _by_provider(known)
+            checks = [
+                command("HMGET", self._keys.provider_offers(p), *(o.offer_id for o in group))
+                for p, group in known_groups.items()
+            ]
+            cmds = [
+                self._packer.command(model, partial(self._layout, model, None), session, group)
+                for model, group in groups.items()
+            ]
+            replies = await self._lean([*index_updates, *checks, *cmds])
+            first = len(index_updates) + len(checks)
+            await self._recheck(known_groups, replies[len(index_updates) : first])
+            replies = replies[first:]
+        else:
+            calls: list[tuple[str, str, Sequence[Arg]]] = []
+            for model, group in groups.items():
+                args: list[Arg] = [session]
+                for offer in group:
+                    args.extend(upsert_args(offer, self.codec.body(offer)))
+                calls.append(("upsert", model, args))
+            replies = await self._run_all(calls, now_ms, *index_updates)
         seqs: dict[str, int] = {}
         for group, result in zip(groups.values(), replies, strict=True):
             seqs.update(zip((o.ref for o in group), (int(s) for s in texts(result)), strict=True))
@@ -202,23 +210,29 @@ class Book:
 
     async def _relocate(self, offers: Sequence[Offer], now_ms: int | None) -> list[Cmd]:
         """Withdraw offers that moved to another model; returns the index updates to make."""
-        updates: list[Cmd] = []
-        moved: dict[str, list[str]] = {}
-        for provider, group in _by_provider(offers).items():
-            key = self._keys.provider_offers(provider)
-            before = await self._hmget(key, [o.offer_id for o in group])
-            changed: list[Arg] = []
-            for offer, old in zip(group, before, strict=True):
-                old_model = None if old is None else text(old)
-                if old_model != offer.model:
-                    changed += [offer.offer_id, offer.model]
-                    if old_model is not None:
-                        moved.setdefault(old_model, []).append(offer.ref)
-            if changed:
-                updates.append(command("HSET", key, *changed))
+        groups = _by_provider(offers)
+        before = [
+            await self._hmget(self._keys.provider_offers(p), [o.offer_id for o in group])
+            for p, group in groups.items()
+        ]
+        updates, moved = moves(self._keys, groups, before, self._placements)
         if moved:
             await self._run_all([("withdraw", m, refs) for m, refs in moved.items()], now_ms)
         return updates
+
+    async def _recheck(self, groups: dict[str, list[Offer]], before: Sequence[object]) -> None:
+        """After upserts sent without a look-up: repair offers another process moved meanwhile.
+
+        The index said where this process last put them; if another process has since posted
+        the same offer id for another model, that book's copy is withdrawn now (a round trip
+        after the upsert, where a look-up first would have withdrawn it just before).
+        """
+        lists = [cast(list[object], b) for b in before]
+        updates, moved = moves(self._keys, groups, lists, self._placements)
+        if updates or moved:
+            await self._run_all(
+                [("withdraw", m, refs) for m, refs in moved.items()], None, *updates
+            )
 
     async def withdraw(
         self, provider: str, offer_ids: Sequence[str], *, now_ms: int | None = None
@@ -362,21 +376,6 @@ async def sweep_forever(book: Book, models: Sequence[str], interval_s: float = 1
         except RedisError:
             log.warning("book sweep failed; retrying in %.1f s", interval_s, exc_info=True)
         await asyncio.sleep(interval_s)
-
-
-def _upsert_args(offer: Offer) -> list[Arg]:
-    body = offer_body_text(offer)  # without its seq: the script splices in the seq it assigns
-    remember_written(body, offer)
-    return [
-        offer.ref,
-        body,
-        offer.input_price,
-        offer.output_price,
-        offer.cached_input_price,
-        offer.concurrency,
-        "" if offer.tokens_per_minute is None else offer.tokens_per_minute,
-        offer.ttl_ms,
-    ]
 
 
 def _by_model(offers: Iterable[Offer]) -> dict[str, list[Offer]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -59,15 +59,34 @@ def texts(value: object) -> list[str]:
     return [text(v) for v in value]
 
 
-def parse_change(stream_id: object, fields: object) -> BookChange:
-    """Decode one stream entry (its id and its field mapping, as XREAD or XRANGE give them)."""
+def parse_change(
+    stream_id: object, fields: object, decode: Callable[[str], Offer] = offer_from_text
+) -> BookChange:
+    """Decode one stream entry (its id and its field mapping, as XREAD or XRANGE give them).
+
+    `decode` reads the offer's JSON (`OfferCodec.decode` skips parsing offers this process wrote).
+    """
+    if type(fields) is dict and b"kind" in fields:
+        # The lean client's entries (every replica decodes every change): bytes keys and values.
+        get = fields.get
+        offer = _opt(get(b"offer"))
+        in_flight = get(b"in_flight")
+        tokens = get(b"tokens")
+        return BookChange(  # positional, in field order: every change of the book comes here
+            cast(StreamKind, fields[b"kind"].decode()),
+            fields[b"model"].decode(),
+            fields[b"ref"].decode(),
+            int(fields[b"n"]),
+            int(fields[b"ts"]),
+            stream_id if type(stream_id) is str else text(stream_id),
+            None if offer is None else decode(offer),
+            None if in_flight is None else int(in_flight),
+            None if tokens is None else int(tokens),
+            offer,
+        )
     if not isinstance(fields, Mapping):
         raise TypeError("a stream entry's fields must be a mapping")
-    # Every replica decodes every change: bytes (the usual reply) skip the call to `text`.
-    f = {
-        (k.decode() if type(k) is bytes else text(k)): (v.decode() if type(v) is bytes else text(v))
-        for k, v in fields.items()
-    }
+    f = {text(k): text(v) for k, v in fields.items()}
     offer = f.get("offer")
     in_flight = f.get("in_flight")
     tokens = f.get("tokens")
@@ -78,11 +97,15 @@ def parse_change(stream_id: object, fields: object) -> BookChange:
         n=int(f["n"]),
         ts=int(f["ts"]),
         stream_id=text(stream_id),
-        offer=None if offer is None else offer_from_text(offer),
+        offer=None if offer is None else decode(offer),
         in_flight=None if in_flight is None else int(in_flight),
         tokens=None if tokens is None else int(tokens),
         offer_json=offer,
     )
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None else text(value)
 
 
 async def read_changes(

@@ -25,7 +25,7 @@ from auction.answers import answer_texts, auction_headers, auction_object, estim
 from auction.api_keys import KeyRecord
 from auction.auth import KeyCache
 from auction.book import Book
-from auction.commands import Commands, Runner
+from auction.commands import Runner
 from auction.errors import MarketError
 from auction.forward import Forwarder, Routes
 from auction.health import Health
@@ -286,7 +286,7 @@ def build_broker(m: MarketParts, *, rng: random.Random | None = None) -> Broker:
     assert s.redis_url is not None
     health = Health(m.redis, m.keys, s, rng=rng)
     runner = Runner(RespClient(s.redis_url), m.redis)
-    house = Clearinghouse(runner, Commands(m.keys), wall_ms)
+    house = Clearinghouse(runner, m.keys, wall_ms)
     parts = Parts(
         settings=s,
         catalogue=m.catalogue,

@@ -21,12 +21,8 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from auction.keys import Keys
 from auction.resp import Arg, RespClient, RespError, pack, pack_args
 from auction.scripts import source
-from clearing.types import Offer
-
-BOOK_MAXLEN = 100_000  # Book's default change-stream length, which the market's Book uses
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,46 +67,6 @@ def script(
     head = _head(name, prelude, tuple(keys), fixed, len(args))
     every = ("EVALSHA", _sha(name, prelude), len(keys), *keys, *fixed, *args)
     return Cmd(every, head + pack_args(args), (name, prelude))
-
-
-class Commands:
-    """Builders for one key prefix."""
-
-    def __init__(self, keys: Keys) -> None:
-        self.keys = keys
-
-    # -- the book of one model: slot {b:MODEL} ------------------------------------------------
-    def _book(self, name: str, model: str, args: Sequence[Arg]) -> Cmd:
-        k = self.keys
-        keys = [
-            k.book_index(model), k.book_expiry(model), k.book_changes(model),
-            k.book_version(model), k.book_seq(model), k.reservations(model),
-        ]  # fmt: skip
-        head: tuple[Arg, ...] = (
-            "", model, BOOK_MAXLEN, k.offer(model, ""), k.session_offers(model, ""),
-            k.in_flight(model, ""), k.tokens_window(model, ""), k.tokens_amounts(model, ""),
-        )  # fmt: skip
-        return script(name, keys, args, prelude="book_lib", fixed=head)
-
-    def reserve(self, offer: Offer, rid: str, ttl_ms: int, tokens: int) -> Cmd:
-        return self._book(
-            "reserve",
-            offer.model,
-            [offer.ref, rid, ttl_ms, tokens, offer.input_price, offer.output_price,
-             offer.cached_input_price],
-        )  # fmt: skip
-
-    def release(self, offer: Offer, rid: str) -> Cmd:
-        return self._book("release", offer.model, [offer.ref, rid])
-
-    def settle(self, offer: Offer, rid: str, tokens_used: int) -> Cmd:
-        return self._book("settle", offer.model, [offer.ref, rid, tokens_used])
-
-    def publish(self, channel: str, message: str) -> Cmd:
-        return command("PUBLISH", channel, message)
-
-    def set_ex(self, key: str, value: str, ttl_s: int) -> Cmd:
-        return command("SET", key, value, "EX", ttl_s)
 
 
 class Runner:

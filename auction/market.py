@@ -19,6 +19,7 @@ from auction.commands import Runner
 from auction.feed_hub import FeedHub
 from auction.keys import Keys
 from auction.ledger import Ledger
+from auction.offer_codec import OfferCodec
 from auction.operator import Operator
 from auction.providers import Providers
 from auction.replica import BookReplica
@@ -60,11 +61,18 @@ class Market:
         self.accounts = Accounts(self.redis, self.keys)
         self.providers = Providers(self.redis, self.keys)
         # The bidders' upserts go by the lean client: all of a quote's scripts in one round trip.
+        # The replica shares the book's codec: it decodes the offers written here without parsing.
+        self.offer_codec = OfferCodec()
         self.book = Book(
-            self.redis, self.keys, runner=Runner(RespClient(settings.redis_url), self.redis)
+            self.redis,
+            self.keys,
+            runner=Runner(RespClient(settings.redis_url), self.redis),
+            codec=self.offer_codec,
         )
         self.ledger = Ledger(self.redis, self.keys)
-        self.replica = BookReplica(self.redis, self.keys, list(self.catalogue))
+        self.replica = BookReplica(
+            self.redis, self.keys, list(self.catalogue), codec=self.offer_codec
+        )
         # One pool of HTTP connections per process for every provider call; timeouts are per
         # request (the forwarder's).
         self.http = LeanTransport()

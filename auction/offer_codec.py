@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import fields
 from json.encoder import encode_basestring_ascii as _q
+from operator import attrgetter
+from typing import Any
 
 from clearing.money import MAX_PRICE_MICROS, PriceMicros, format_price, parse_price
 from clearing.types import Offer
@@ -87,22 +89,11 @@ def offer_body_text(offer: Offer) -> str:
     return "".join(parts)
 
 
-# Offers this process wrote to the book, by body text (`offer_body_text`), so that its replica,
-# which reads each one back from the change stream moments later, need not parse it again. A
-# body names every field but the seq, so an equal text means an equal offer. Bounded: the oldest
-# entry goes first.
-_WRITTEN: dict[str, Offer] = {}
-WRITTEN_MAX = 8192
 _FIELDS = tuple(f.name for f in fields(Offer))
 _SEQ = _FIELDS.index("seq")
-
-
-def remember_written(body: str, offer: Offer) -> None:
-    """Note that `offer_body_text(offer)` is `body`, for `offer_from_text`."""
-    _WRITTEN.pop(body, None)
-    _WRITTEN[body] = offer
-    if len(_WRITTEN) > WRITTEN_MAX:
-        del _WRITTEN[next(iter(_WRITTEN))]
+_PRICES = ("input_price", "output_price", "cached_input_price")
+_values = attrgetter(*_FIELDS)  # an offer's field values, as a tuple
+_shape = attrgetter(*(name for name in _FIELDS if name not in (*_PRICES, "seq")))
 
 
 def offer_from_text(text: str) -> Offer:
@@ -111,16 +102,82 @@ def offer_from_text(text: str) -> Offer:
     Raises:
         KeyError, TypeError, ValueError: the record is not one the book wrote.
     """
-    # The upsert script splices `,"seq":N` in before the body's closing brace.
-    head, sep, tail = text.rpartition(',"seq":')
-    seq = tail[:-1]
-    if sep and tail.endswith("}") and seq.isascii() and seq.isdigit():
-        offer = _WRITTEN.get(head + "}")
-        if offer is not None:
-            values = [getattr(offer, name) for name in _FIELDS]  # `replace` costs twice this
-            values[_SEQ] = int(seq)
-            return Offer(*values)
     return offer_from_json(json.loads(text))
+
+
+class OfferCodec:
+    """Offer bodies written by this process, remembered so that they cost less the next time.
+
+    A bidder re-quotes the same offers with new prices, so `body` keeps each offer's text around
+    its prices (by the offer's other fields) and splices the new prices in. And the replica reads
+    each offer this process wrote back from the change stream moments later: `decode` finds it
+    by its body (once) instead of parsing the JSON again. A body names every field but the seq,
+    so an equal text means an equal offer. The memories are bounded (oldest entry out first).
+    One per process (the Market's), shared by its Book and BookReplica.
+    """
+
+    def __init__(self, max_entries: int = 8192) -> None:
+        self._max = max_entries
+        self._written: dict[str, Offer] = {}  # body -> the offer written, until decoded
+        self._frames: dict[tuple[object, ...], tuple[str, str]] = {}  # shape -> text around prices
+        self._prices: dict[int, str] = {}  # micro-USD -> its decimal text
+
+    def body(self, offer: Offer) -> str:
+        """`offer_body_text(offer)`, remembered for `decode`."""
+        shape = _shape(offer)
+        frame = self._frames.get(shape)
+        if frame is None:
+            frame = _frame(offer)
+            _put(self._frames, shape, frame, self._max)
+        body = (
+            f'{frame[0]}"input_usd_per_mtok":"{self._price(offer.input_price)}",'
+            f'"output_usd_per_mtok":"{self._price(offer.output_price)}",'
+            f'"cached_input_usd_per_mtok":"{self._price(offer.cached_input_price)}",{frame[1]}'
+        )
+        _put(self._written, body, offer, self._max)
+        return body
+
+    def _price(self, micros: int) -> str:
+        # Bidders quote from a small set of prices: most are formatted already.
+        text = self._prices.get(micros)
+        if text is None:
+            if len(self._prices) >= self._max:
+                self._prices.clear()
+            text = self._prices[micros] = _format(micros)
+        return text
+
+    def decode(self, text: str) -> Offer:
+        """`offer_from_text(text)`, without parsing the JSON of an offer this process wrote.
+
+        Raises:
+            KeyError, TypeError, ValueError: the record is not one the book wrote.
+        """
+        # The upsert script splices `,"seq":N` in before the body's closing brace.
+        head, sep, tail = text.rpartition(',"seq":')
+        seq = tail[:-1]
+        if sep and tail.endswith("}") and seq.isascii() and seq.isdigit():
+            # Read once: the entry dies young, which keeps it out of the GC's older generations.
+            written = self._written.pop(head + "}", None)
+            if written is not None:
+                values = list(_values(written))
+                values[_SEQ] = int(seq)
+                return Offer(*values)
+        return offer_from_text(text)
+
+
+def _frame(offer: Offer) -> tuple[str, str]:
+    """`offer_body_text(offer)` before its first price field and after its last."""
+    body = offer_body_text(offer)
+    start = body.index(',"input_usd_per_mtok":') + 1
+    end = body.index('"capacity":', start)
+    return body[:start], body[end:]
+
+
+def _put(memory: dict[Any, Any], key: object, value: object, limit: int) -> None:
+    memory.pop(key, None)
+    memory[key] = value
+    if len(memory) > limit:
+        del memory[next(iter(memory))]
 
 
 def offer_from_json(data: Mapping[str, object]) -> Offer:

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from auction.book import Book
 from auction.book_stream import REMOVALS, BookChange, parse_change, text
 from auction.keys import Keys
+from auction.offer_codec import OfferCodec
 from auction.resp import RespClient, RespError, StreamReads, url_of
 from clearing.index import BookIndex
 from clearing.types import BookSnapshot, OfferLive
@@ -49,11 +50,13 @@ class BookReplica:
         block_ms: int = 1000,
         count: int = 1000,
         gather_ms: int = 5,
+        codec: OfferCodec | None = None,
     ) -> None:
         self._redis = redis
         self._resp = RespClient(url_of(redis))  # blocks in XREAD: used for nothing else
         self._keys = keys
-        self._book = Book(redis, keys)
+        self._book = Book(redis, keys, codec=codec)
+        self._decode = self._book.codec.decode
         self._streams = {keys.book_changes(m): m for m in models}
         self._block_ms = block_ms
         self._count = count
@@ -148,7 +151,7 @@ class BookReplica:
 
     async def _apply(self, model: str, entries: Sequence[tuple[str, object]]) -> None:
         for stream_id, fields in entries:
-            change = parse_change(stream_id, fields)
+            change = parse_change(stream_id, fields, self._decode)
             if change.n != self._versions[model] + 1:
                 log.info("book replica: gap in %s after change %d", model, self._versions[model])
                 await self._reload(model, announce=True)

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from auction.api_keys import KeyRecord
-from auction.commands import Cmd, Commands, Runner, text
+from auction.book_commands import release_command, reserve_command, settle_command
+from auction.commands import Cmd, Runner, command, text
 from auction.errors import BudgetExceeded, InvalidApiKey, RateLimited
 from auction.feed_trades import trade_publish_command
 from auction.feed_wire import Trade
 from auction.holds import hold_command, hold_release_command, hold_settle_command
+from auction.keys import Keys
 from auction.ledger import Prices, Settlement, ledger_append_command
 from auction.ratelimit import rate_hit_command
 from clearing.money import Nanos, format_usd
@@ -92,9 +94,9 @@ def over_budget(amount: int, key: KeyRecord, spent: int, held: int, budget: int)
 class Clearinghouse:
     """Holds, reservations and settlements for client requests (see the module docstring)."""
 
-    def __init__(self, runner: Runner, commands: Commands, clock_ms: Callable[[], int]) -> None:
+    def __init__(self, runner: Runner, keys: Keys, clock_ms: Callable[[], int]) -> None:
         self._run = runner.run
-        self._cmd = commands
+        self._keys = keys
         self._clock_ms = clock_ms
 
     async def count(self, key_id: str, limit: int) -> None:
@@ -103,7 +105,7 @@ class Clearinghouse:
         Raises:
             RateLimited: the key is over its limit.
         """
-        [reply] = await self._run(rate_hit_command(self._cmd.keys, key_id, limit, self._clock_ms()))
+        [reply] = await self._run(rate_hit_command(self._keys, key_id, limit, self._clock_ms()))
         allowed, retry = cast(list[int], reply)
         if not allowed:
             raise rate_limited(limit, int(retry))
@@ -120,31 +122,31 @@ class Clearinghouse:
             BudgetExceeded: the worst case does not fit the key's remaining budget.
             InvalidApiKey: the key was revoked or deleted meanwhile.
         """
-        c, key_id = self._cmd, pos.key.key_id
+        k, key_id = self._keys, pos.key.key_id
         batch: list[Cmd] = []
         limit, pos.rate_limit = pos.rate_limit, None
         if limit is not None:
-            batch.append(rate_hit_command(c.keys, key_id, limit, self._clock_ms()))
+            batch.append(rate_hit_command(k, key_id, limit, self._clock_ms()))
         amount, old, new = candidate.worst_case, pos.hold, None
         if old is None or old.amount != amount:
             if old is not None:
-                batch.append(hold_release_command(c.keys, key_id, old.hold_id))
+                batch.append(hold_release_command(k, key_id, old.hold_id))
                 pos.hold = None
             pos.holds_taken += 1
             new = Hold(f"{pos.clearing_id}.h{pos.holds_taken}", amount)
-            batch.append(hold_command(c.keys, key_id, new.hold_id, amount, ttl_ms))
+            batch.append(hold_command(k, key_id, new.hold_id, amount, ttl_ms))
         offer = candidate.offer
         rid = f"{pos.clearing_id}.r{attempt}"
         tokens = pos.requirements.input_tokens + out_tokens(pos.requirements, offer)
-        batch.append(c.reserve(offer, rid, ttl_ms, tokens))
+        batch.append(reserve_command(k, offer, rid, ttl_ms, tokens))
         replies = await self._run(*batch)
         reserved = text(cast(list[object], replies[-1])[0])
         held = cast(list[object], replies[-2]) if new is not None else None
         refusal = _refusal(limit, replies[0], held, amount, pos.key)
         if refusal is not None:
-            undo = [hold_release_command(c.keys, key_id, new.hold_id)] if new is not None else []
+            undo = [hold_release_command(k, key_id, new.hold_id)] if new is not None else []
             if reserved == "ok":
-                undo.append(c.release(offer, rid))
+                undo.append(release_command(k, offer, rid))
             if undo:
                 await self._run(*undo)
             raise refusal
@@ -161,14 +163,14 @@ class Clearinghouse:
         `also` rides in the same round trip; returns its replies.
         """
         offer = ticket.candidate.offer
-        replies = await self._run(self._cmd.release(offer, ticket.reservation_id), *also)
+        replies = await self._run(release_command(self._keys, offer, ticket.reservation_id), *also)
         return replies[1:]
 
     async def release(self, pos: Position) -> None:
         """Give the request's hold back uncharged (nothing, if it holds none)."""
         if pos.hold is not None:
             hold, pos.hold = pos.hold, None
-            await self._run(hold_release_command(self._cmd.keys, pos.key.key_id, hold.hold_id))
+            await self._run(hold_release_command(self._keys, pos.key.key_id, hold.hold_id))
 
     async def settle(
         self, pos: Position, ticket: Ticket, usage: Usage, also: Sequence[Cmd]
@@ -209,13 +211,13 @@ class Clearinghouse:
             cost=cost,
             ts=now,
         )
-        c = self._cmd
+        k, used = self._keys, usage.input_tokens + usage.output_tokens
         replies = await self._run(
-            hold_settle_command(c.keys, pos.key.key_id, ticket.hold.hold_id, cost),
-            c.settle(offer, ticket.reservation_id, usage.input_tokens + usage.output_tokens),
-            ledger_append_command(c.keys, entry),
-            trade_publish_command(c.keys, trade),
-            c.publish(c.keys.fills_channel(offer.provider), fill_message(entry)),
+            hold_settle_command(k, pos.key.key_id, ticket.hold.hold_id, cost),
+            settle_command(k, offer, ticket.reservation_id, used),
+            ledger_append_command(k, entry),
+            trade_publish_command(k, trade),
+            command("PUBLISH", k.fills_channel(offer.provider), fill_message(entry)),
             *also,
         )
         settled = cast(list[object], replies[0])

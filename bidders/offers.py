@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from clearing.catalogue import Catalogue, ModelInfo
 from clearing.money import MAX_PRICE_MICROS, MoneyError, PriceMicros, parse_price
@@ -37,6 +38,11 @@ _FIELDS = frozenset(
         "region",
         "ttl_ms",
     }
+)
+PRICE_FIELDS = ("input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok")
+_OFFER_FIELDS = tuple(f.name for f in fields(Offer))
+_PRICE_SLOTS = tuple(
+    _OFFER_FIELDS.index(name) for name in ("input_price", "output_price", "cached_input_price")
 )
 _CAPACITY_FIELDS = frozenset({"concurrency", "tokens_per_minute"})
 _LATENCY_FIELDS = frozenset({"ttft_ms", "output_tokens_per_s"})
@@ -106,6 +112,74 @@ def parse_offer(raw: object, provider: str, rules: OfferRules) -> Offer:
         region=_region(raw.get("region")),
         ttl_ms=_ttl(raw.get("ttl_ms"), rules),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OfferShape:
+    """A valid OFFER's fields other than its prices, and the `Offer` they made.
+
+    A bidder re-quotes the same offers again and again with new prices: an OFFER whose other
+    fields are equal to a shape's (`same_shape`) needs only its prices checked (`reprice`).
+    """
+
+    rest: dict[str, object]  # the OFFER object without its price fields
+    values: tuple[Any, ...]  # the `Offer`'s field values, in field order
+
+
+def shape_of(raw: Mapping[str, object], offer: Offer) -> OfferShape:
+    """The shape of `raw`, an OFFER that `parse_offer` turned into `offer`."""
+    rest = {k: v for k, v in raw.items() if k not in PRICE_FIELDS}
+    return OfferShape(rest, tuple(getattr(offer, name) for name in _OFFER_FIELDS))
+
+
+def same_shape(raw: Mapping[str, object], shape: OfferShape) -> bool:
+    """True when `raw` differs from the shape's OFFER at most in its prices.
+
+    Only sound when the message holds no JSON float or `true`/`false` (see `BidderSession`):
+    then every value is a str, int, None, list or dict, and `==` between them is exact.
+    """
+    rest = dict(raw)
+    for name in PRICE_FIELDS:
+        rest.pop(name, None)
+    return rest == shape.rest
+
+
+def reprice(raw: Mapping[str, object], shape: OfferShape, known: dict[str, PriceMicros]) -> Offer:
+    """`parse_offer(raw, ...)` for an OFFER of this shape (`same_shape`): only prices are checked.
+
+    `known` remembers price strings already read (valid ones only); bidders re-use a few prices.
+
+    Raises:
+        OfferInvalid: a price is missing or invalid (the same message `parse_offer` gives).
+    """
+    input_price = _known_price(raw, "input_usd_per_mtok", True, known)
+    cached = _known_price(raw, "cached_input_usd_per_mtok", False, known) or input_price
+    if cached > input_price:
+        raise OfferInvalid("cached_input_usd_per_mtok must not exceed input_usd_per_mtok")
+    values = list(shape.values)
+    i, o, c = _PRICE_SLOTS
+    values[i] = input_price
+    values[o] = _known_price(raw, "output_usd_per_mtok", True, known)
+    values[c] = cached
+    return Offer(*values)
+
+
+KNOWN_PRICES_MAX = 1024
+
+
+def _known_price(
+    raw: Mapping[str, object], name: str, required: bool, known: dict[str, PriceMicros]
+) -> PriceMicros:
+    value = raw.get(name)
+    if type(value) is not str:
+        return _price(raw, name, required=required)
+    micros = known.get(value)
+    if micros is None:
+        micros = _price(raw, name, required=required)  # raises for an invalid one
+        if len(known) >= KNOWN_PRICES_MAX:
+            known.clear()
+        known[value] = micros
+    return micros
 
 
 def _show(value: object) -> str:

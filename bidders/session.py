@@ -20,8 +20,19 @@ from bidders.messages import (
     reject_message,
     welcome_message,
 )
-from bidders.offers import OFFER_ID, OfferInvalid, OfferRules, offer_id_of, parse_offer
+from bidders.offers import (
+    OFFER_ID,
+    OfferInvalid,
+    OfferRules,
+    OfferShape,
+    offer_id_of,
+    parse_offer,
+    reprice,
+    same_shape,
+    shape_of,
+)
 from clearing.catalogue import Catalogue
+from clearing.money import PriceMicros
 from clearing.types import Offer
 
 __all__ = [
@@ -167,6 +178,12 @@ class BidderSession:
         self._rules = OfferRules(catalogue, limits.default_ttl_ms, limits.max_ttl_ms)
         self._owned: dict[str, str] = {}  # offer_id -> model: quoted here and not withdrawn
         self._models: set[str] = set()  # every model quoted here: refresh and cancel miss none
+        # offer_id -> the shape of its last valid OFFER here, so a re-quote that changes only
+        # prices has only its prices checked. Entries leave with withdraw; at most one per offer
+        # id the session owns, so bounded by max_offers_per_provider.
+        self._shapes: dict[str, OfferShape] = {}
+        self._plain = False  # the message being handled has no JSON float, true or false
+        self._prices: dict[str, PriceMicros] = {}  # price strings read (`reprice`)
         self._rate = _RateWindow(now_ms)
 
     @property
@@ -220,14 +237,27 @@ class BidderSession:
             isinstance(data, str) and len(data) * 4 > limit and _utf8_len(data) > limit
         ):
             raise _Refused("message_too_large", f"a message may be at most {limit} bytes")
+        self._plain = True
         try:
             # Decimal keeps a JSON-number price exactly as written; NaN and Infinity are refused.
-            value = json.loads(data, parse_float=Decimal, parse_constant=_no_constant)
+            value = json.loads(data, parse_float=self._float, parse_constant=_no_constant)
         except (ValueError, RecursionError):
             raise _Refused("invalid_message", "a message must be one JSON object") from None
+        if self._plain:
+            # `true == 1` and `Decimal("64.0") == 64`: where a message may hold a bool or a
+            # float, comparing its offers with known shapes is not exact (`same_shape`). A
+            # "true" inside a string only costs the fast path.
+            if isinstance(data, str):
+                self._plain = "true" not in data and "false" not in data
+            else:
+                self._plain = b"true" not in data and b"false" not in data
         if not isinstance(value, dict):
             raise _Refused("invalid_message", "a message must be one JSON object")
         return value
+
+    def _float(self, text: str) -> Decimal:
+        self._plain = False
+        return Decimal(text)
 
     def _hello(self, message: Mapping[str, object]) -> list[Action]:
         provider, protocol = message.get("provider"), message.get("protocol")
@@ -270,15 +300,26 @@ class BidderSession:
         taken: list[Offer] = []
         errors: list[OfferError] = []
         seen: set[str] = set()
+        shapes = self._shapes
         for index, raw in enumerate(offers):
-            offer_id = offer_id_of(raw)
+            # An id with a shape here was checked before: a plain look-up finds it.
+            offer_id = raw.get("offer_id") if type(raw) is dict else None
+            if type(offer_id) is not str or offer_id not in shapes:
+                offer_id = offer_id_of(raw)
             try:
                 if offer_id in seen:
                     raise OfferInvalid("duplicate offer_id in this quote; the first was taken")
+                offer, shape = None, None
                 if offer_id is not None:
                     seen.add(offer_id)
-                offer = parse_offer(raw, self.provider, self._rules)
+                    offer = self._requote(offer_id, raw)
+                if offer is None:
+                    offer = parse_offer(raw, self.provider, self._rules)
+                    assert isinstance(raw, Mapping)  # parse_offer accepted it
+                    shape = shape_of(raw, offer)
                 self._check_room(offer.offer_id)
+                if shape is not None:
+                    self._shapes[offer.offer_id] = shape
             except OfferInvalid as exc:
                 prefix = "" if offer_id else f"offers[{index}]: "
                 errors.append(OfferError(offer_id, prefix + str(exc)))
@@ -287,6 +328,17 @@ class BidderSession:
             self._models.add(offer.model)
             taken.append(offer)
         return taken, errors
+
+    def _requote(self, offer_id: str, raw: object) -> Offer | None:
+        """The offer when only its prices differ from its last valid OFFER here, else None.
+
+        Raises:
+            OfferInvalid: a price is invalid.
+        """
+        shape = self._shapes.get(offer_id) if self._plain else None
+        if shape is None or not isinstance(raw, dict) or not same_shape(raw, shape):
+            return None
+        return reprice(raw, shape, self._prices)
 
     def _check_room(self, offer_id: str) -> None:
         limit = self.limits.max_offers_per_provider
@@ -305,6 +357,7 @@ class BidderSession:
             if isinstance(raw, str) and OFFER_ID.fullmatch(raw):
                 ids[raw] = None
                 self._owned.pop(raw, None)
+                self._shapes.pop(raw, None)
             else:
                 errors.append(OfferError(None, f"offer_ids[{index}] is not a valid offer_id"))
         actions: list[Action] = [Withdraw(tuple(ids))] if ids else []

@@ -26,14 +26,24 @@ else
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+local NOW_TEXT = int(NOW)
+
 -- Append one change. `n` numbers the model's changes 1, 2, 3... so that a follower that finds a
 -- jump knows the stream was trimmed past what it had read, and reloads.
 local function emit(kind, ref, extra)
   local n = redis.call('INCR', VERSION)
   local args = {'XADD', CHANGES, 'MAXLEN', '~', MAXLEN, '*',
-    'kind', kind, 'ref', ref, 'model', MODEL, 'n', int(n), 'ts', int(NOW)}
+    'kind', kind, 'ref', ref, 'model', MODEL, 'n', int(n), 'ts', NOW_TEXT}
   for _, v in ipairs(extra or {}) do args[#args + 1] = v end
   redis.call(unpack(args))
+end
+
+-- `emit(kind, ref, {'offer', offer})` without building the arguments twice: every re-quote
+-- comes this way.
+local function emit_offer(kind, ref, offer)
+  local n = redis.call('INCR', VERSION)
+  redis.call('XADD', CHANGES, 'MAXLEN', '~', MAXLEN, '*',
+    'kind', kind, 'ref', ref, 'model', MODEL, 'n', int(n), 'ts', NOW_TEXT, 'offer', offer)
 end
 
 -- A reservation's member in the model-wide set: the ref, length-prefixed, then the id.

@@ -5,7 +5,14 @@ local limit = tonumber(ARGV[9])
 local removed = {}
 local refs = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', int(NOW), 'LIMIT', 0, limit)
 for _, ref in ipairs(refs) do
-  if remove_offer(ref, 'expired') then
+  -- An expiry score may be early (upsert.lua keeps the earlier one): the offer's own expires_ms
+  -- decides, and a live offer gets its true score back.
+  local expires = redis.call('HGET', P_OFFER .. ref, 'expires_ms')
+  if not expires then
+    redis.call('ZREM', EXPIRY, ref)
+  elseif tonumber(expires) > NOW then
+    redis.call('ZADD', EXPIRY, expires, ref)
+  elseif remove_offer(ref, 'expired') then
     removed[#removed + 1] = ref
   else
     redis.call('ZREM', EXPIRY, ref)

@@ -10,9 +10,10 @@ for _, ref in ipairs(redis.call('SMEMBERS', set)) do
   if f[1] ~= session then
     redis.call('SREM', set, ref)
   elseif tonumber(f[2]) > NOW then
-    local expires = int(NOW + tonumber(f[3]))
-    redis.call('HSET', key, 'expires_ms', expires)
-    redis.call('ZADD', EXPIRY, expires, ref)
+    local expires = NOW + tonumber(f[3])
+    redis.call('HSET', key, 'expires_ms', int(expires))
+    -- The expiry index may keep an earlier score (see upsert.lua), never a later one.
+    if expires < tonumber(f[2]) then redis.call('ZADD', EXPIRY, int(expires), ref) end
     count = count + 1
   end
 end

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from auction.book import Book, sweep_forever
-from auction.book_stream import BookChange, read_changes
+from auction.book_stream import BookChange, parse_change, read_changes
 from auction.embedded import EmbeddedRedis
 from auction.keys import Keys
+from auction.offer_codec import offer_to_json
 from clearing.money import PriceMicros
 from clearing.types import Offer, OfferLive
 
@@ -146,6 +148,31 @@ async def test_offers_expire_by_ttl_and_heartbeats_extend_them(
     assert await book.expire([MODEL], now_ms=T0 + 4000) == ["acme/o2"]
     assert await book.expire([MODEL], now_ms=T0 + 4000) == []  # another process's sweep
     assert [c.kind for c in await changes(redis_client, keys)][-3:] == ["expired"] * 3
+
+
+async def test_requotes_extend_offers_and_a_shorter_ttl_expires_sooner(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    # A re-quote that moves an offer's expiry later leaves the expiry index's earlier score in
+    # place: the sweep must find the offer still live there, and keep it.
+    keys = Keys(key_prefix)
+    book = Book(redis_client, keys, batch=1)  # batch 1: expire must loop past live offers
+    await book.upsert("s1", [make_offer(f"o{i}", ttl_ms=1000) for i in range(3)], now_ms=T0)
+    requoted = [make_offer(f"o{i}", ttl_ms=1000, input_price=PriceMicros(7)) for i in range(3)]
+    await book.upsert("s1", requoted, now_ms=T0 + 900)
+    assert await book.expire([MODEL], now_ms=T0 + 1500) == []
+    assert await refs(book, now_ms=T0 + 1500) == ["acme/o0", "acme/o1", "acme/o2"]
+    # o0 again unchanged (no stream entry), o1 with another field: both live 1000 ms more.
+    same, other = requoted[0], replace(requoted[1], region="eu")
+    await book.upsert("s1", [same, other], now_ms=T0 + 1600)
+    assert await book.expire([MODEL], now_ms=T0 + 1901) == ["acme/o2"]
+    assert await book.expire([MODEL], now_ms=T0 + 2599) == []
+    assert sorted(await book.expire([MODEL], now_ms=T0 + 2600)) == ["acme/o0", "acme/o1"]
+    assert await redis_client.zcard(keys.book_expiry(MODEL)) == 0
+    # A re-quote with a shorter ttl expires sooner than the first quote would have.
+    await book.upsert("s1", [make_offer("a", ttl_ms=60_000)], now_ms=T0)
+    await book.upsert("s1", [make_offer("a", ttl_ms=1000)], now_ms=T0 + 10)
+    assert await book.expire([MODEL], now_ms=T0 + 1010) == ["acme/a"]
 
 
 async def test_sweep_removes_offers_in_real_time(
@@ -297,3 +324,18 @@ async def test_scripts_load_themselves_on_a_fresh_redis_6(tmp_path: Path) -> Non
             assert await book.cancel_session("s1", [MODEL]) == ["acme/a"]
         finally:
             await client.aclose()
+
+
+def test_a_stream_entry_reads_alike_with_bytes_or_str_fields() -> None:
+    offer = make_offer("a", seq=4)
+    offer_json = json.dumps(offer_to_json(offer))
+    fields = {"kind": "new", "ref": "acme/a", "model": MODEL, "n": "7", "ts": "12",
+              "offer": offer_json, "in_flight": "1", "tokens": "30"}  # fmt: skip
+    raw = {k.encode(): v.encode() for k, v in fields.items()}
+    from_str, from_bytes = parse_change("1-1", fields), parse_change(b"1-1", raw)
+    assert from_str == from_bytes == BookChange("new", MODEL, "acme/a", 7, 12, "1-1", offer, 1, 30)
+    assert from_str.offer_json == from_bytes.offer_json == offer_json
+    removal = parse_change("2-0", {b"kind": b"withdrawn", b"ref": b"acme/a", b"model": b"m",
+                                   b"n": b"8", b"ts": b"13"})  # fmt: skip
+    assert (removal.kind, removal.offer, removal.in_flight, removal.offer_json) == (
+        "withdrawn", None, None, None)  # fmt: skip

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from auction.offer_codec import (
+    OfferCodec,
     offer_body_text,
     offer_from_json,
     offer_from_text,
     offer_to_json,
-    remember_written,
 )
 from clearing.money import MAX_PRICE_MICROS, PriceMicros
 from clearing.types import FEATURES, QUANTIZATIONS, Offer
@@ -125,10 +126,44 @@ def test_body_text_is_the_json_of_the_wire_form_without_seq(offer: Offer) -> Non
 def test_stream_text_decodes_alike_whether_written_here_or_not(
     offer: Offer, seq: int, written_here: bool
 ) -> None:
-    body = offer_body_text(offer)
-    if written_here:
-        remember_written(body, offer)
+    codec = OfferCodec()
+    body = codec.body(offer) if written_here else offer_body_text(offer)
     stream_text = body[:-1] + f',"seq":{seq}}}'  # as the upsert script splices it
-    decoded = offer_from_text(stream_text)
-    assert decoded == offer_from_json(json.loads(stream_text))
+    decoded = codec.decode(stream_text)
+    assert decoded == offer_from_json(json.loads(stream_text)) == offer_from_text(stream_text)
     assert decoded.seq == seq
+
+
+@given(st.lists(st.tuples(offers, _prices, _prices), min_size=1, max_size=6))
+def test_codec_bodies_equal_the_plain_encoding_as_prices_move(
+    moves: list[tuple[Offer, PriceMicros, PriceMicros]],
+) -> None:
+    # The codec reuses an offer's text around its prices: re-priced offers, and other offers
+    # that share all but a field, must still encode exactly as `offer_body_text` does.
+    codec = OfferCodec(max_entries=3)
+    for offer, input_price, output_price in moves:
+        for version in (offer, replace(offer, input_price=input_price, output_price=output_price),
+                        replace(offer, ttl_ms=offer.ttl_ms + 1), offer):  # fmt: skip
+            body = codec.body(version)
+            assert body == offer_body_text(version)
+            assert codec.decode(body[:-1] + ',"seq":7}') == replace(version, seq=7)
+
+
+def test_codec_memory_is_bounded_and_read_once() -> None:
+    codec = OfferCodec(max_entries=2)
+    base = offer_from_json(json.loads(offer_body_text_example()))
+    texts = [codec.body(replace(base, input_price=PriceMicros(p))) for p in (5, 6, 7)]
+    assert len(codec._written) == 2  # the oldest body was forgotten
+    for body, price in zip(texts, (5, 6, 7), strict=True):
+        assert codec.decode(body[:-1] + ',"seq":1}').input_price == price  # the first by parsing
+    assert not codec._written  # each remembered body is read once
+    assert codec.decode(texts[2][:-1] + ',"seq":2}').seq == 2  # and again by parsing
+
+
+def offer_body_text_example() -> str:
+    return (
+        '{"offer_id":"o","model":"m","provider":"p","input_usd_per_mtok":"1",'
+        '"output_usd_per_mtok":"2","cached_input_usd_per_mtok":"1","capacity":{"concurrency":1},'
+        '"context_window":10,"max_output_tokens":5,"features":[],"ttl_ms":1000,"quality":1,'
+        '"seq":0}'
+    )
