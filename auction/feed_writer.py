@@ -133,7 +133,7 @@ class FrameWriter:
     def __init__(
         self,
         *,
-        pace: float = 2.0,
+        pace: float = 0.5,
         max_gap_s: float = 0.05,
         buffer_limit: int = 65_536,
         recheck_s: float = 0.02,
