@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import lru_cache
 
 MESSAGE_OVERHEAD = 4
 NAME_OVERHEAD = 1
@@ -83,6 +84,20 @@ def _runs(classes: bytes, kind: bytes) -> int:
 
 def text_tokens(text: str) -> int:
     """The high-side token estimate for one text (see the module docstring)."""
+    if len(text) <= _SHORT:
+        return _short_tokens(text)  # roles, names, short prompts: the same few strings again
+    return _estimate(text)
+
+
+_SHORT = 32
+
+
+@lru_cache(maxsize=4096)
+def _short_tokens(text: str) -> int:
+    return _estimate(text)
+
+
+def _estimate(text: str) -> int:
     raw = text.encode("utf-8", "surrogatepass")
     classes = raw.translate(_CLASSES)
     twentieths = (
@@ -105,7 +120,7 @@ def _json_tokens(value: object) -> int:
 
 def _image_tokens(part: Mapping[str, object]) -> int:
     image = part.get("image_url")
-    detail = image.get("detail") if isinstance(image, Mapping) else None
+    detail = image.get("detail") if isinstance(image, dict) else None
     return IMAGE_LOW if detail == "low" else IMAGE_HIGH
 
 
@@ -114,7 +129,7 @@ def _content_tokens(content: object) -> int:
         return _json_tokens(content)
     total = 0
     for part in content:
-        if not isinstance(part, Mapping):
+        if not isinstance(part, dict):
             total += _json_tokens(part)
             continue
         kind, text = part.get("type"), part.get("text")
@@ -128,7 +143,7 @@ def _content_tokens(content: object) -> int:
 
 
 def _message_tokens(message: object) -> int:
-    if not isinstance(message, Mapping):
+    if not isinstance(message, dict):
         return MESSAGE_OVERHEAD + _json_tokens(message)
     total = MESSAGE_OVERHEAD
     for key, value in message.items():
@@ -147,7 +162,8 @@ def estimate_input_tokens(body: Mapping[str, object]) -> int:
     Counts every message (text, images, tool calls and results, names), the `tools` (and
     legacy `functions`) schemas, a `tool_choice` object and a `response_format` JSON schema.
     Fields of the wrong shape are counted as JSON text rather than refused: validation is the
-    caller's job, and this must never undercount what a provider will see.
+    caller's job, and this must never undercount what a provider will see. The body is decoded
+    JSON, so objects are checked as `dict` (an ABC check would cost several times as much).
     """
     total = REPLY_PRIMING
     messages = body.get("messages")
@@ -158,10 +174,10 @@ def estimate_input_tokens(body: Mapping[str, object]) -> int:
         if isinstance(tools, list) and tools:
             total += BLOCK_OVERHEAD + sum(TOOL_OVERHEAD + _json_tokens(t) for t in tools)
     tool_choice = body.get("tool_choice")
-    if isinstance(tool_choice, Mapping):
+    if isinstance(tool_choice, dict):
         total += BLOCK_OVERHEAD + _json_tokens(tool_choice)
     response_format = body.get("response_format")
-    if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
         total += BLOCK_OVERHEAD + _json_tokens(response_format.get("json_schema"))
     return total
 
