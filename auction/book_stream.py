@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -84,7 +84,7 @@ def parse_change(
             None if tokens is None else int(tokens),
             offer,
         )
-    if not isinstance(fields, Mapping):
+    if not isinstance(fields, dict):
         raise TypeError("a stream entry's fields must be a mapping")
     f = {text(k): text(v) for k, v in fields.items()}
     offer = f.get("offer")

@@ -63,7 +63,7 @@ class OfferRules:
 
 def offer_id_of(raw: object) -> str | None:
     """The offer's `offer_id` when it is a valid one, else None."""
-    if isinstance(raw, Mapping):
+    if isinstance(raw, dict):
         value = raw.get("offer_id")
         if isinstance(value, str) and OFFER_ID.fullmatch(value):
             return value
@@ -76,7 +76,7 @@ def parse_offer(raw: object, provider: str, rules: OfferRules) -> Offer:
     Raises:
         OfferInvalid: the first problem found, worded for the bidder.
     """
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         raise OfferInvalid("an offer must be a JSON object")
     if not _FIELDS.issuperset(raw):
         unknown = sorted(str(k) for k in raw if k not in _FIELDS)
@@ -228,7 +228,7 @@ def _price(raw: Mapping[str, object], name: str, *, required: bool) -> PriceMicr
 
 
 def _capacity(value: object) -> tuple[int, int | None]:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         raise OfferInvalid("capacity must be an object with concurrency")
     if not _CAPACITY_FIELDS.issuperset(value):
         unknown = sorted(str(k) for k in value if k not in _CAPACITY_FIELDS)
@@ -241,7 +241,7 @@ def _capacity(value: object) -> tuple[int, int | None]:
 def _latency(value: object) -> tuple[int | None, int | None]:
     if value is None:
         return None, None
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         raise OfferInvalid("latency must be an object")
     if not _LATENCY_FIELDS.issuperset(value):
         unknown = sorted(str(k) for k in value if k not in _LATENCY_FIELDS)

@@ -315,7 +315,7 @@ class BidderSession:
                     offer = self._requote(offer_id, raw)
                 if offer is None:
                     offer = parse_offer(raw, self.provider, self._rules)
-                    assert isinstance(raw, Mapping)  # parse_offer accepted it
+                    assert isinstance(raw, dict)  # parse_offer accepted it
                     shape = shape_of(raw, offer)
                 self._check_room(offer.offer_id)
                 if shape is not None:
