@@ -12,8 +12,8 @@ from bidders.events import Acked, BidderEvent, Connected
 from bidders.pricing import StaticPrices
 from bidders.runtime import Backoff, Bidder, BidderOptions, OfferPlan
 from clearing.money import parse_price
+from tests.e2e.bidder_kit import MODEL, book_of, register, spawn, stop, until, ws_url
 from tests.e2e.conftest import _wait_ready, free_port, settings_for
-from tests.e2e.test_bidder_ws import MODEL, book_of, register, spawn, stop, until, ws_url
 
 
 async def test_offers_lost_from_the_book_come_back_through_a_reconnect(

@@ -1,155 +1,45 @@
 """The bidder WebSocket end to end: a real `websockets` client against the real marketplace.
 
-Most tests run the marketplace in the test's event loop (`market`, from conftest); the ones about
-fills, provider removal and several sessions across processes use two uvicorn processes sharing
-one Redis (`server_processes`), and the reconnect test stops and restarts a process on one port.
-The book is read straight from Redis (`Book.snapshot`) unless the point is what a server process
-would clear, which is asked of that process (POST /v1/quote, or a chat completion).
+The handshake, quotes and their validation, withdraw, seq, ttl, cancel on disconnect, and
+malformed traffic and limits, against the marketplace in the test's event loop (`market`, from
+conftest). The book is read straight from Redis (`Book.snapshot`) unless the point is what a
+server process would clear, which is asked of that process (POST /v1/quote). Fills, several
+processes and reconnection: `test_bidder_fills.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import json
-import os
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from decimal import Decimal
-from typing import Any
 
-import httpx
 import pytest
-import redis
-import redis.asyncio as aioredis
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
-from auction.bidder_hub import CLOSE_PROVIDER_REMOVED
-from auction.book import Book
-from auction.keys import Keys
-from auction.settings import Settings
-from bidders.events import Acked, BidderEvent, Connected, Disconnected
-from bidders.pricing import StaticPrices
-from bidders.runtime import Backoff, Bidder, BidderOptions, OfferPlan
-from bidders.simulated.server import SimulatedProvider
 from clearing.money import parse_price
-from clearing.types import Offer
+from tests.e2e.bidder_kit import (
+    MODEL,
+    Json,
+    ask,
+    bidder,
+    book_of,
+    closed_with,
+    hello,
+    offer,
+    quote,
+    recv,
+    send,
+    silent,
+    token_for,
+    until,
+    until_book,
+    ws_url,
+)
 from tests.e2e.conftest import (
-    ADMIN_TOKEN,
     MarketFactory,
     Marketplace,
-    _wait_ready,
-    free_port,
-    server_processes,
-    settings_for,
 )
-
-MODEL = "llama-3.1-70b-instruct"  # catalogue: context 131072, output 8192, tools/json/streaming
-Json = dict[str, Any]
-NO_SIM = "http://127.0.0.1:9/v1"  # registered but never called
-
-
-# -- helpers -----------------------------------------------------------------------------------
-def ws_url(base: str) -> str:
-    return base.replace("http", "ws", 1) + "/v1/bidders/ws"
-
-
-@contextlib.asynccontextmanager
-async def bidder(
-    base: str, token: str, provider: str | None = None
-) -> AsyncIterator[ClientConnection]:
-    """A raw bidder socket; with `provider`, already past hello/welcome."""
-    headers = {"Authorization": f"Bearer {token}"}
-    async with connect(
-        ws_url(base), additional_headers=headers, open_timeout=5, close_timeout=2
-    ) as ws:
-        if provider is not None:
-            await hello(ws, provider)
-        yield ws
-
-
-async def send(ws: ClientConnection, message: Json | str | bytes) -> None:
-    await ws.send(message if isinstance(message, str | bytes) else json.dumps(message))
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> Json:
-    async with asyncio.timeout(timeout):
-        message: Json = json.loads(await ws.recv())
-    return message
-
-
-async def ask(ws: ClientConnection, message: Json | str | bytes) -> Json:
-    await send(ws, message)
-    return await recv(ws)
-
-
-async def hello(ws: ClientConnection, provider: str) -> Json:
-    welcome = await ask(ws, {"type": "hello", "provider": provider, "protocol": 1, "agent": "t/1"})
-    assert welcome["type"] == "welcome", welcome
-    return welcome
-
-
-async def quote(ws: ClientConnection, seq: object, *offers: object) -> Json:
-    return await ask(ws, {"type": "quote", "seq": seq, "offers": list(offers)})
-
-
-async def silent(ws: ClientConnection, seconds: float = 0.2) -> None:
-    """Nothing arrives for `seconds`."""
-    with pytest.raises(TimeoutError):
-        await recv(ws, seconds)
-
-
-async def closed_with(ws: ClientConnection, timeout: float = 5.0) -> int | None:
-    """Read until the server closes the socket; its close code."""
-    with pytest.raises(ConnectionClosed):
-        async with asyncio.timeout(timeout):
-            while True:
-                await ws.recv()
-    return ws.close_code
-
-
-def offer(offer_id: str, price_in: str = "0.50", price_out: str = "1.00", **fields: Any) -> Json:
-    body: Json = {
-        "offer_id": offer_id,
-        "model": MODEL,
-        "input_usd_per_mtok": price_in,
-        "output_usd_per_mtok": price_out,
-        "capacity": {"concurrency": 8},
-    }
-    body.update(fields)
-    return body
-
-
-async def book_of(book: Book, model: str = MODEL) -> dict[str, Offer]:
-    """The live offers of `model` in Redis, by ref (with their seq: time priority)."""
-    snapshot = await book.snapshot(model)
-    return {o.ref: o for o, _ in snapshot.entries}
-
-
-async def until(check: Callable[[], Any], timeout: float = 5.0, every: float = 0.05) -> None:
-    """Poll an async `check()` until it is truthy, for at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(every)
-
-
-async def until_book(book: Book, refs: set[str], model: str = MODEL) -> None:
-    """Wait until the live offers of `model` are `refs` (a close's cancel runs server-side)."""
-
-    async def there() -> bool:
-        return set(await book_of(book, model)) == refs
-
-    await until(there)
-
-
-async def token_for(market: Marketplace, name: str = "acme", base_url: str = NO_SIM) -> str:
-    return await market.add_provider(name, base_url)
 
 
 # -- the handshake -----------------------------------------------------------------------------
@@ -557,231 +447,3 @@ async def test_messages_over_the_rate_limit_are_dropped_with_one_error(
         assert set(await book_of(market.market.book)) == {f"acme/o{s}" for s in range(1, 5)}
         await asyncio.sleep(1.0)  # the next one-second window
         assert await quote(ws, 5, offer("o5")) == {"type": "ack", "seq": 5}  # 5 was dropped
-
-
-# -- fills -------------------------------------------------------------------------------------
-async def completion(base: str, key: str, **body: Any) -> httpx.Response:
-    request = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
-    request.update(body)
-    async with httpx.AsyncClient(timeout=10) as http:
-        return await http.post(
-            base + "/v1/chat/completions",
-            json=request,
-            headers={"authorization": f"Bearer {key}"},
-        )
-
-
-def assert_fill(fill: Json, reply: httpx.Response, offer_id: str) -> None:
-    answer = reply.json()
-    assert fill["type"] == "fill" and fill["offer_id"] == offer_id
-    assert fill["clearing_id"] == reply.headers["x-auction-clearing-id"]
-    assert fill["model"] == MODEL
-    assert fill["input_tokens"] == answer["usage"]["prompt_tokens"] > 0
-    assert fill["output_tokens"] == answer["usage"]["completion_tokens"] > 0
-    assert Decimal(fill["cost_usd"]) == Decimal(reply.headers["x-auction-cost-usd"]) > 0
-    assert abs(fill["ts"] - time.time() * 1000) < 60_000
-
-
-async def test_a_fill_reaches_every_session_of_the_provider(market: Marketplace) -> None:
-    sim = SimulatedProvider("openai")
-    await sim.start()
-    market.sims.append(sim)
-    token = await token_for(market, "acme", sim.base_url)
-    key = await market.add_key("alice")
-    async with bidder(market.url, token, "acme") as ws, bidder(market.url, token, "acme") as ws2:
-        await quote(ws, 1, offer("o1"))
-        await market.market.replica.sync()
-        reply = await completion(market.url, key)
-        assert reply.status_code == 200, reply.text
-        fill = await recv(ws)
-        assert_fill(fill, reply, "o1")
-        assert await recv(ws2) == fill
-
-
-# -- several server processes on one Redis --------------------------------------------------------
-@pytest.fixture(scope="module")
-def two_processes(redis_url: str) -> Iterator[tuple[list[str], str]]:
-    """Two marketplace processes on one Redis and prefix, shared by this module's tests."""
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    try:
-        with server_processes(settings_for(redis_url, prefix), 2) as urls:
-            yield urls, prefix
-    finally:
-        with redis.Redis.from_url(redis_url) as client:
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-            if keys:
-                client.delete(*keys)
-
-
-@contextlib.asynccontextmanager
-async def admin_of(base: str) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
-        yield http
-
-
-async def register(base: str, name: str, base_url: str = NO_SIM) -> str:
-    async with admin_of(base) as http:
-        reply = await http.post(
-            "/v1/admin/providers", json={"name": name, "api": "openai", "base_url": base_url}
-        )
-        assert reply.status_code == 200, reply.text
-        return str(reply.json()["bidder_token"])
-
-
-async def wins_at(base: str, key: str, provider: str, offer_id: str) -> bool:
-    """Whether the process at `base` would clear a request for MODEL against this offer."""
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8,
-            "auction": {"providers": {"only": [provider]}}}  # fmt: skip
-    async with httpx.AsyncClient(timeout=5) as http:
-        reply = await http.post(
-            base + "/v1/quote", json=body, headers={"authorization": f"Bearer {key}"}
-        )
-    winner = reply.json()["winner"]
-    return winner is not None and winner["offer_id"] == offer_id
-
-
-async def test_a_fill_reaches_a_session_held_by_another_process(
-    two_processes: tuple[list[str], str], redis_url: str
-) -> None:
-    (one, two), _ = two_processes
-    name = f"acme-{uuid.uuid4().hex[:6]}"
-    async with SimulatedProvider("openai") as sim:
-        token = await register(one, name, sim.base_url)
-        async with admin_of(two) as http:
-            reply = await http.post("/v1/admin/keys", json={"name": name, "budget_usd": "5"})
-            key = str(reply.json()["api_key"])
-        async with bidder(one, token, name) as ws:
-            assert await quote(ws, 1, offer("o1")) == {"type": "ack", "seq": 1}
-            await until(lambda: wins_at(two, key, name, "o1"))  # process two's replica has it
-            reply = await completion(two, key)
-            assert reply.status_code == 200, reply.text
-            assert reply.headers["x-auction-provider"] == name
-            assert_fill(await recv(ws), reply, "o1")
-
-
-async def test_sessions_of_one_provider_on_two_processes(
-    two_processes: tuple[list[str], str], redis_client: aioredis.Redis
-) -> None:
-    (one, two), prefix = two_processes
-    book = Book(redis_client, Keys(prefix))
-    name = f"acme-{uuid.uuid4().hex[:6]}"
-    token = await register(one, name)
-    async with bidder(two, token, name) as b:
-        async with bidder(one, token, name) as a:
-            await quote(a, 1, offer("x"), offer("y"))
-            await quote(b, 1, offer("x", "0.45"))  # the latest quote wins; b owns x now
-            assert (await book_of(book))[f"{name}/x"].input_price == parse_price("0.45")
-
-        async def only_x() -> bool:
-            return {r for r in await book_of(book) if r.startswith(name)} == {f"{name}/x"}
-
-        await until(only_x)  # a's close cancelled y, not x
-        assert await ask(b, {"type": "withdraw", "seq": 2, "offer_ids": ["x"]}) == {
-            "type": "ack", "seq": 2
-        }  # fmt: skip
-        assert not any(r.startswith(name) for r in await book_of(book))
-
-
-async def test_removing_a_provider_closes_its_sessions_and_withdraws_its_offers(
-    two_processes: tuple[list[str], str], redis_client: aioredis.Redis
-) -> None:
-    (one, two), prefix = two_processes
-    book = Book(redis_client, Keys(prefix))
-    name = f"acme-{uuid.uuid4().hex[:6]}"
-    token = await register(one, name)
-    async with bidder(one, token, name) as a, bidder(two, token, name) as b:
-        await quote(a, 1, offer("x"))
-        await quote(b, 1, offer("y", ttl_ms=300_000))
-        # An offer no open session owns (its session's process died): only the removal takes it.
-        orphan = dataclasses.replace((await book_of(book))[f"{name}/x"], offer_id="z")
-        await book.upsert("dead-session", [orphan])
-        async with admin_of(two) as http:
-            reply = await http.delete(f"/v1/admin/providers/{name}")
-        assert reply.status_code == 200, reply.text
-        assert reply.json()["removed"] is True
-        assert reply.json()["offers_withdrawn"] >= 1  # z at least; x and y may be cancelled first
-        assert await closed_with(a) == CLOSE_PROVIDER_REMOVED
-        assert await closed_with(b) == CLOSE_PROVIDER_REMOVED
-    assert not any(r.startswith(name) for r in await book_of(book))
-    with pytest.raises(InvalidStatus) as refused:
-        async with bidder(one, token):
-            pass
-    assert refused.value.response.status_code == 401
-
-
-# -- the bidder runtime across a restart ----------------------------------------------------------
-def spawn(settings: Settings, port: int) -> subprocess.Popen[bytes]:
-    """One marketplace process on `port`, started as `server_processes` starts them."""
-    payload = settings.model_dump(mode="json")
-    payload["admin_token"] = ADMIN_TOKEN
-    env = {**os.environ, "AUCTION_SETTINGS_JSON": json.dumps(payload)}
-    command = [
-        sys.executable, "-m", "uvicorn", "auction.serve:app_from_env", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-    ]  # fmt: skip
-    return subprocess.Popen(command, env=env)
-
-
-async def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (uvicorn shuts down cleanly), then SIGKILL if it lingers."""
-    proc.terminate()
-    try:
-        await asyncio.to_thread(proc.wait, 10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        await asyncio.to_thread(proc.wait)
-
-
-async def test_the_bidder_runtime_reconnects_and_restores_its_offers(
-    redis_url: str, key_prefix: str, redis_client: aioredis.Redis
-) -> None:
-    settings = settings_for(redis_url, key_prefix)
-    book = Book(redis_client, Keys(key_prefix))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    events: list[BidderEvent] = []
-    plans = [
-        OfferPlan("o1", {"model": MODEL, "capacity": {"concurrency": 4}},
-                  StaticPrices(parse_price("0.5"), parse_price("1"))),
-        OfferPlan("o2", {"model": MODEL, "capacity": {"concurrency": 4}, "ttl_ms": 2000},
-                  StaticPrices(parse_price("0.6"), parse_price("1"))),
-    ]  # fmt: skip
-    options = BidderOptions(backoff=Backoff(base_ms=20, cap_ms=100), open_timeout_ms=2000)
-
-    async def acked_after(connections: int) -> bool:
-        seen = [e for e in events if isinstance(e, Connected)]
-        return len(seen) >= connections and isinstance(events[-1], Acked)
-
-    async def disconnected() -> bool:
-        return any(isinstance(e, Disconnected) for e in events)
-
-    procs = [spawn(settings, port)]
-    runtime: Bidder | None = None
-    task: asyncio.Task[None] | None = None
-    try:
-        await asyncio.to_thread(_wait_ready, procs[0], base)
-        token = await register(base, "acme")
-        runtime = Bidder(
-            ws_url(base), token, "acme", plans, options=options, on_event=events.append
-        )
-        task = asyncio.create_task(runtime.run())
-        await until(lambda: acked_after(1))
-        assert set(await book_of(book)) == {"acme/o1", "acme/o2"}
-        await stop(procs[0])
-        await until(disconnected)
-        assert await book_of(book) == {}  # the server cancelled the session as it went down
-        procs.append(spawn(settings, port))  # restarted on the same port
-        await asyncio.to_thread(_wait_ready, procs[1], base)
-        await until(lambda: acked_after(2), timeout=10)
-        sessions = [e.session for e in events if isinstance(e, Connected)]
-        assert len(set(sessions)) == len(sessions) >= 2
-        assert set(await book_of(book)) == {"acme/o1", "acme/o2"}
-        runtime.stop()
-        await asyncio.wait_for(task, 5)  # stops cleanly (and raised nothing)
-    finally:
-        if runtime is not None and task is not None:
-            runtime.stop()
-            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
-        for proc in procs:
-            await stop(proc)

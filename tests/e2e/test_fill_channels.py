@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from tests.e2e.bidder_kit import bidder, token_for, until
 from tests.e2e.conftest import Marketplace
-from tests.e2e.test_bidder_ws import bidder, token_for, until
 
 
 async def subscribers(redis: aioredis.Redis, channel: str) -> int:
