@@ -46,12 +46,13 @@ def _check_hold_id(hold_id: str) -> None:
         raise InvalidRequest(f"a hold id is 1-{MAX_HOLD_ID} characters", param="hold_id")
 
 
-def _over_budget(amount: int, key: KeyRecord, spent: int, held: int) -> BudgetExceeded:
-    remaining = max(0, key.budget - spent - held)
+def over_budget(amount: int, key: KeyRecord, spent: int, held: int, budget: int) -> BudgetExceeded:
+    """The refusal of a hold of `amount`, with what the budget looked like."""
+    remaining = max(0, budget - spent - held)
     per = "in total" if key.period == "total" else f"per {key.period}"
     return BudgetExceeded(
         f"the worst-case cost ${format_usd(amount)} does not fit the key's remaining budget "
-        f"${format_usd(remaining)} (budget ${format_usd(key.budget)} {per}, "
+        f"${format_usd(remaining)} (budget ${format_usd(budget)} {per}, "
         f"spent ${format_usd(spent)}, held for requests in flight ${format_usd(held)})"
     )
 
@@ -128,7 +129,8 @@ class Holds:
             raise InvalidApiKey("unknown API key" if status == "no_account" else "key revoked")
         if status == "used":
             raise InvalidRequest(f"hold id {hold_id!r} was already used", param="hold_id")
-        raise _over_budget(amount, await read_key(self._redis, self._keys, key_id), spent, held)
+        key = await read_key(self._redis, self._keys, key_id)
+        raise over_budget(amount, key, spent, held, key.budget)
 
     async def settle(self, key_id: str, hold_id: str, charge: Nanos) -> Nanos:
         """Turn a hold into a charge of at most the hold; returns the amount charged.

@@ -38,6 +38,15 @@ class RateDecision:
     retry_after_ms: int
 
 
+def rate_limited(limit_per_minute: int, retry_after_ms: int) -> RateLimited:
+    """The refusal of a request over the key's limit, with Retry-After in whole seconds."""
+    seconds = max(1, -(-retry_after_ms // 1000))
+    return RateLimited(
+        f"rate limit of {limit_per_minute} requests per minute reached; retry in {seconds} s",
+        headers={"retry-after": str(seconds)},
+    )
+
+
 class RateLimiter:
     """A sliding window per key, estimated from this minute's and the last minute's counters.
 
@@ -70,9 +79,4 @@ class RateLimiter:
         """
         decision = await self.hit(key_id, limit_per_minute)
         if not decision.allowed:
-            seconds = -(-decision.retry_after_ms // 1000)
-            raise RateLimited(
-                f"rate limit of {limit_per_minute} requests per minute reached; "
-                f"retry in {seconds} s",
-                headers={"retry-after": str(seconds)},
-            )
+            raise rate_limited(limit_per_minute, decision.retry_after_ms)

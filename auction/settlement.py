@@ -30,10 +30,10 @@ from auction.commands import Cmd, Runner, command, text
 from auction.errors import BudgetExceeded, InvalidApiKey, RateLimited
 from auction.feed_trades import trade_publish_command
 from auction.feed_wire import Trade
-from auction.holds import hold_command, hold_release_command, hold_settle_command
+from auction.holds import hold_command, hold_release_command, hold_settle_command, over_budget
 from auction.keys import Keys
 from auction.ledger import Prices, Settlement, ledger_append_command
-from auction.ratelimit import rate_hit_command
+from auction.ratelimit import rate_hit_command, rate_limited
 from clearing.money import Nanos, format_usd
 from clearing.qualify import out_tokens
 from clearing.settle import charge
@@ -71,24 +71,6 @@ class Position:
     rate_limit: int | None = None
     hold: Hold | None = None
     holds_taken: int = 0
-
-
-def rate_limited(limit: int, retry_ms: int) -> RateLimited:
-    seconds = max(1, -(-retry_ms // 1000))
-    return RateLimited(
-        f"rate limit of {limit} requests per minute reached; retry in {seconds} s",
-        headers={"retry-after": str(seconds)},
-    )
-
-
-def over_budget(amount: int, key: KeyRecord, spent: int, held: int, budget: int) -> BudgetExceeded:
-    remaining = max(0, budget - spent - held)
-    per = "in total" if key.period == "total" else f"per {key.period}"
-    return BudgetExceeded(
-        f"the worst-case cost ${format_usd(amount)} does not fit the key's remaining budget "
-        f"${format_usd(remaining)} (budget ${format_usd(budget)} {per}, spent "
-        f"${format_usd(spent)}, held for requests in flight ${format_usd(held)})"
-    )
 
 
 class Clearinghouse:
