@@ -66,7 +66,10 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
 
     app = MarketApp(title="LLM inference auction", version="1.0", lifespan=lifespan)
     app.state.market = market
-    app.fast_routes.update(market.fast_routes())
+    limit = settings.max_body_bytes
+    app.fast_routes.update(
+        {route: BodyLimit(endpoint, limit) for route, endpoint in market.fast_routes().items()}
+    )
     _install_error_handlers(app)
     app.include_router(health.router)
     for router in market.routers():
@@ -104,7 +107,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """Refuse bodies over the limit with 413 before the route reads them (ASGI middleware)."""
+    """Refuse bodies over the limit with 413 (ASGI middleware).
+
+    A Content-Length over the limit is refused before the app runs; a body that grows past it
+    makes the app's `receive` raise RequestTooLarge, which the app may render itself (FastAPI's
+    handlers and the raw endpoints do) or leave to this middleware.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -114,9 +122,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = RequestTooLarge(f"the request body is over the limit of {self.max_bytes} bytes")
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _send_too_large(send, self.max_bytes)
+                await send_error(send, too_large)
                 return
         seen = 0
 
@@ -126,18 +135,10 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise too_large
             return message
 
         try:
             await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await _send_too_large(send, self.max_bytes)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _send_too_large(send: Send, limit: int) -> None:
-    await send_error(send, RequestTooLarge(f"the request body is over the limit of {limit} bytes"))
+        except RequestTooLarge as exc:
+            await send_error(send, exc)

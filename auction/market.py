@@ -129,7 +129,7 @@ class Market:
 
     def fast_routes(self) -> dict[tuple[str, str], ASGIApp]:
         """The raw ASGI endpoints of the hottest paths (see `auction.app.MarketApp`)."""
-        return {("POST", CHAT_PATH): ChatEndpoint(self.broker, self.settings.max_body_bytes)}
+        return {("POST", CHAT_PATH): ChatEndpoint(self.broker)}
 
     def routers(self) -> list[APIRouter]:
         """The API routers this market serves."""

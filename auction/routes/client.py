@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from auction import views
 from auction.broker import Broker
-from auction.errors import InvalidRequest, RequestTooLarge
+from auction.errors import InvalidRequest
 from auction.forward import Forwarder
 from auction.http_errors import InternalError, client_error, send_error
 from auction.relay import DONE
@@ -88,15 +88,13 @@ async def _unless_client_leaves(work: Awaitable[None], receive: Receive) -> None
 class ChatEndpoint:
     """`POST /v1/chat/completions` as a raw ASGI app: the path every chat request takes.
 
-    It reads the body (refusing one over `max_bytes` with 413 before reading it when its
-    Content-Length says so), authenticates, clears, forwards and answers, rendering every
-    error in the OpenAI shape itself (`auction.http_errors`), without Starlette's request,
-    routing and middleware objects.
+    It reads the body, authenticates, clears, forwards and answers, rendering every error in
+    the OpenAI shape itself (`auction.http_errors`), without Starlette's request, routing and
+    middleware objects. The body limit is `auction.app.BodyLimit`'s, around it.
     """
 
-    def __init__(self, broker: Broker, max_bytes: int | None) -> None:
+    def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -113,12 +111,9 @@ class ChatEndpoint:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
-            elif name == b"content-length" and self._max_bytes is not None:
-                if value.isdigit() and int(value) > self._max_bytes:
-                    raise _too_large(self._max_bytes)
         broker = self._broker
         key = await broker.authenticate(authorization)
-        order = await broker.prepare(key, await self._body(receive))
+        order = await broker.prepare(key, await _body(receive))
         if order.chat.wants_stream:
             stream = await broker.stream(order)
             relay = RelayResponse(stream.events, stream.headers, broker.parts.forwarder)
@@ -130,27 +125,18 @@ class ChatEndpoint:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
 
-    async def _body(self, receive: Receive) -> bytes:
-        parts: list[bytes] = []
-        size, limit = 0, self._max_bytes
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise InvalidRequest("the client closed the connection before the body ended")
-            part: bytes = message.get("body", b"")
-            size += len(part)
-            if limit is not None and size > limit:
-                raise _too_large(limit)
-            if not message.get("more_body", False):
-                if not parts:
-                    return part
-                parts.append(part)
-                return b"".join(parts)
-            parts.append(part)
 
-
-def _too_large(limit: int) -> RequestTooLarge:
-    return RequestTooLarge(f"the request body is over the limit of {limit} bytes")
+async def _body(receive: Receive) -> bytes:
+    """The whole request body (one piece without copying, as it mostly comes)."""
+    parts: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise InvalidRequest("the client closed the connection before the body ended")
+        part: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            return b"".join([*parts, part]) if parts else part
+        parts.append(part)
 
 
 def _json(data: object) -> Response:
@@ -162,7 +148,7 @@ def client_router(broker: Broker) -> APIRouter:
     router = APIRouter()
 
     # The same endpoint as the app's fast path (`auction.app.MarketApp`), for a mounted app.
-    router.routes.append(Route(CHAT_PATH, ChatEndpoint(broker, None), methods=["POST"]))
+    router.routes.append(Route(CHAT_PATH, ChatEndpoint(broker), methods=["POST"]))
 
     @router.post("/v1/quote")
     async def quote(request: Request) -> Response:
