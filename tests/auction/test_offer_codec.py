@@ -17,6 +17,7 @@ from auction.offer_codec import (
 )
 from clearing.money import MAX_PRICE_MICROS, PriceMicros
 from clearing.types import FEATURES, QUANTIZATIONS, Offer
+from tests.examples import EXAMPLE_OFFER
 
 _prices = st.integers(min_value=1, max_value=MAX_PRICE_MICROS).map(PriceMicros)
 _names = st.text(min_size=1, max_size=20)
@@ -52,27 +53,7 @@ def test_round_trip_through_json_text(offer: Offer) -> None:
 
 
 def test_wire_form_follows_the_interface() -> None:
-    offer = Offer(
-        provider="acme",
-        offer_id="llama-70b-fast",
-        model="llama-3.1-70b-instruct",
-        input_price=PriceMicros(590_000),
-        output_price=PriceMicros(790_000),
-        cached_input_price=PriceMicros(300_000),
-        concurrency=64,
-        quality=80,
-        context_window=131_072,
-        max_output_tokens=8192,
-        features=frozenset({"tools", "json_mode", "streaming"}),
-        seq=7,
-        upstream_model="meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo",
-        quantization="fp8",
-        tokens_per_minute=2_000_000,
-        ttft_ms=250,
-        output_tokens_per_s=180,
-        region="us",
-        ttl_ms=15_000,
-    )
+    offer = replace(EXAMPLE_OFFER, seq=7)
     assert offer_to_json(offer) == {
         "offer_id": "llama-70b-fast",
         "model": "llama-3.1-70b-instruct",

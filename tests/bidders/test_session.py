@@ -25,6 +25,7 @@ from bidders.session import (
 from clearing.catalogue import parse_catalogue
 from clearing.money import Nanos, PriceMicros
 from clearing.types import Offer
+from tests.examples import EXAMPLE_OFFER
 
 CATALOGUE = parse_catalogue(
     [
@@ -312,27 +313,7 @@ def test_rate_limit_drops_messages_and_warns_once_per_second() -> None:
 def test_full_offer_is_taken_exactly() -> None:
     session = greeted()
     actions = quote(session, 7, offer())
-    expected = Offer(
-        provider="acme",
-        offer_id="llama-70b-fast",
-        model="llama-3.1-70b-instruct",
-        input_price=PriceMicros(590_000),
-        output_price=PriceMicros(790_000),
-        cached_input_price=PriceMicros(300_000),
-        concurrency=64,
-        quality=80,
-        context_window=131072,
-        max_output_tokens=8192,
-        features=frozenset({"tools", "json_mode", "streaming"}),
-        seq=0,
-        upstream_model="meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo",
-        quantization="fp8",
-        tokens_per_minute=2_000_000,
-        ttft_ms=250,
-        output_tokens_per_s=180,
-        region="us",
-        ttl_ms=15_000,
-    )
+    expected = EXAMPLE_OFFER
     assert actions == [Upsert((expected,)), Send({"type": "ack", "seq": 7})]
 
 
