@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from auction.book_stream import BookChange, ChangeKind
-from auction.offer_codec import offer_to_json
+from auction.offer_codec import expect_int, expect_str, offer_to_json
 from clearing.money import Nanos, PriceMicros, format_price, format_usd, parse_price, parse_usd
 
 Channel = Literal["book", "trades"]
@@ -77,15 +77,15 @@ class Trade:
             KeyError, TypeError, ValueError: a field is missing or of the wrong kind.
         """
         return cls(
-            model=_str(data["model"]),
-            provider=_str(data["provider"]),
-            offer_id=_str(data["offer_id"]),
+            model=expect_str(data["model"]),
+            provider=expect_str(data["provider"]),
+            offer_id=expect_str(data["offer_id"]),
             input_price=parse_price(data["input_usd_per_mtok"]),
             output_price=parse_price(data["output_usd_per_mtok"]),
-            input_tokens=_int(data["input_tokens"]),
-            output_tokens=_int(data["output_tokens"]),
+            input_tokens=expect_int(data["input_tokens"]),
+            output_tokens=expect_int(data["output_tokens"]),
             cost=parse_usd(data["cost_usd"]),
-            ts=_int(data["ts"]),
+            ts=expect_int(data["ts"]),
         )
 
 
@@ -201,15 +201,3 @@ def _models(raw: object, known: Collection[str], max_models: int) -> tuple[froze
     if unknown:
         raise BadCommand("unknown_model", f"not in the catalogue: {', '.join(unknown)[:200]}")
     return frozenset(raw), False
-
-
-def _str(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError("expected a string")
-    return value
-
-
-def _int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("expected an integer")
-    return value

@@ -192,25 +192,25 @@ def offer_from_json(data: Mapping[str, object]) -> Offer:
     if not isinstance(features, list):
         raise TypeError("features must be a list")
     return Offer(
-        provider=_str(data["provider"]),
-        offer_id=_str(data["offer_id"]),
-        model=_str(data["model"]),
+        provider=expect_str(data["provider"]),
+        offer_id=expect_str(data["offer_id"]),
+        model=expect_str(data["model"]),
         input_price=_price(data["input_usd_per_mtok"]),
         output_price=_price(data["output_usd_per_mtok"]),
         cached_input_price=_price(data["cached_input_usd_per_mtok"]),
-        concurrency=_int(capacity["concurrency"]),
-        quality=_int(data["quality"]),
-        context_window=_int(data["context_window"]),
-        max_output_tokens=_int(data["max_output_tokens"]),
-        features=frozenset(_str(f) for f in features),
-        seq=_int(data["seq"]),
-        upstream_model=_str(data.get("upstream_model", "")),
+        concurrency=expect_int(capacity["concurrency"]),
+        quality=expect_int(data["quality"]),
+        context_window=expect_int(data["context_window"]),
+        max_output_tokens=expect_int(data["max_output_tokens"]),
+        features=frozenset(expect_str(f) for f in features),
+        seq=expect_int(data["seq"]),
+        upstream_model=expect_str(data.get("upstream_model", "")),
         quantization=_opt_str(data.get("quantization")),
         tokens_per_minute=_opt_int(capacity.get("tokens_per_minute")),
         ttft_ms=_opt_int(latency.get("ttft_ms")),
         output_tokens_per_s=_opt_int(latency.get("output_tokens_per_s")),
         region=_opt_str(data.get("region")),
-        ttl_ms=_int(data["ttl_ms"]),
+        ttl_ms=expect_int(data["ttl_ms"]),
     )
 
 
@@ -241,21 +241,23 @@ def _obj(value: object) -> Mapping[str, object]:
     return value
 
 
-def _str(value: object) -> str:
+def expect_str(value: object) -> str:
+    """A decoded JSON string. Raises TypeError for anything else."""
     if not isinstance(value, str):
         raise TypeError("expected a string")
     return value
 
 
-def _int(value: object) -> int:
+def expect_int(value: object) -> int:
+    """A decoded JSON integer (not a bool). Raises TypeError for anything else."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError("expected an integer")
     return value
 
 
 def _opt_str(value: object) -> str | None:
-    return None if value is None else _str(value)
+    return None if value is None else expect_str(value)
 
 
 def _opt_int(value: object) -> int | None:
-    return None if value is None else _int(value)
+    return None if value is None else expect_int(value)
