@@ -248,7 +248,7 @@ class Broker:
         also = [p.records.command(record)] + ([health] if health is not None else [])
 
         async def settle() -> None:
-            _, replies = await p.house.settle(order.position, ticket, usage, also)
+            _, replies = await p.house.settle(order.position, ticket, usage, cost, also)
             if health is not None:
                 p.health.absorb(offer, replies[1])
 

@@ -36,7 +36,6 @@ from auction.ledger import Prices, Settlement, ledger_append_command
 from auction.ratelimit import rate_hit_command, rate_limited
 from clearing.money import Nanos, format_usd
 from clearing.qualify import out_tokens
-from clearing.settle import charge
 from clearing.types import Candidate, Requirements, Usage
 
 log = logging.getLogger(__name__)
@@ -155,10 +154,11 @@ class Clearinghouse:
             await self._run(hold_release_command(self._keys, pos.key.key_id, hold.hold_id))
 
     async def settle(
-        self, pos: Position, ticket: Ticket, usage: Usage, also: Sequence[Cmd]
+        self, pos: Position, ticket: Ticket, usage: Usage, cost: Nanos, also: Sequence[Cmd]
     ) -> tuple[Nanos, list[object]]:
-        """Charge `usage` at the cleared prices, free the capacity, write the ledger, publish
-        the trade and send the fill, plus `also`: one round trip, run by Redis in that order.
+        """Charge `cost` (`usage` at the cleared prices: `clearing.settle.charge`), free the
+        capacity, write the ledger, publish the trade and send the fill, plus `also`: one round
+        trip, run by Redis in that order.
 
         The hold covers the worst case, so the charge is the cost at the cleared prices; the
         ledger, trade and fill say so without waiting for the budget's answer. Only if Redis
@@ -167,7 +167,6 @@ class Clearinghouse:
 
         Returns the amount charged to the budget and the replies of `also`.
         """
-        cost = charge(ticket.candidate, usage)
         offer, now = ticket.candidate.offer, self._clock_ms()
         entry = Settlement(
             clearing_id=pos.clearing_id,
