@@ -21,7 +21,7 @@ import socket
 import statistics
 import time
 from array import array
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from multiprocessing.connection import Connection
 from typing import Protocol, cast
@@ -171,22 +171,26 @@ def _pct(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
 
 
-# -- the server process ---------------------------------------------------------------------------
-class _ServerProcess:
-    """A child process serving the feed on 127.0.0.1."""
+# -- the child processes ---------------------------------------------------------------------------
+_SPAWN = multiprocessing.get_context("spawn")
 
-    def __init__(self, redis_url: str, prefix: str) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._parent, child = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(redis_url, prefix, child), daemon=True)
-        self.port = 0
 
-    def __enter__(self) -> _ServerProcess:
+class _Child:
+    """A spawned child that reports once on its pipe when it is ready; stopped on exit.
+
+    `target` gets `args`, then its end of the pipe.
+    """
+
+    def __init__(self, target: Callable[..., None], *args: object) -> None:
+        self._parent, child = _SPAWN.Pipe()
+        self._process = _SPAWN.Process(target=target, args=(*args, child), daemon=True)
+
+    def _start(self, timeout_s: float, what: str) -> object:
+        """Start the child; its first report (raises if none comes within `timeout_s`)."""
         self._process.start()
-        if not self._parent.poll(30):
-            raise RuntimeError("the feed bench server did not start")
-        self.port = self._parent.recv()
-        return self
+        if not self._parent.poll(timeout_s):
+            raise RuntimeError(f"the feed bench {what}")
+        return self._parent.recv()
 
     def __exit__(self, *exc: object) -> None:
         self._process.terminate()
@@ -196,6 +200,18 @@ class _ServerProcess:
 
     def cpu_s(self) -> float:
         return _cpu_s(self._process.pid)
+
+
+class _ServerProcess(_Child):
+    """A child process serving the feed on 127.0.0.1."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        super().__init__(_serve, redis_url, prefix)
+        self.port = 0
+
+    def __enter__(self) -> _ServerProcess:
+        self.port = cast(int, self._start(30, "server did not start"))
+        return self
 
 
 def _cpu_s(pid: int | None) -> float:
@@ -335,7 +351,7 @@ class _Record:
         self.arrived.value = 0
 
 
-class _SubscriberProcess:
+class _SubscriberProcess(_Child):
     """The lean subscribers in a child process of their own (uvloop, as a real client would use),
     so that reading a thousand sockets neither waits for nor slows down the driving loop.
 
@@ -344,36 +360,18 @@ class _SubscriberProcess:
     """
 
     def __init__(self, port: int, token: str, count: int, subscribe: bytes) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._parent, child = ctx.Pipe()
-        self._arrived = ctx.RawValue("q", 0)
-        self._process = ctx.Process(
-            target=_subscribe_in_child,
-            args=(port, token, count, subscribe, child, self._arrived),
-            daemon=True,
-        )
+        self._arrived = _SPAWN.RawValue("q", 0)
+        super().__init__(_subscribe_in_child, port, token, count, subscribe, self._arrived)
 
     def __enter__(self) -> _SubscriberProcess:
-        self._process.start()
-        if not self._parent.poll(150):
-            raise RuntimeError("the feed bench subscribers did not connect")
-        ready = self._parent.recv()
+        ready = self._start(150, "subscribers did not connect")
         if ready != "ready":
             raise RuntimeError(f"the feed bench subscribers failed: {ready}")
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._process.terminate()
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-
     @property
     def arrived(self) -> int:
         return int(self._arrived.value)
-
-    def cpu_s(self) -> float:
-        return _cpu_s(self._process.pid)
 
     def reset(self) -> None:
         """Forget what arrived so far (the snapshots and heartbeats before the measurement)."""
@@ -388,7 +386,7 @@ class _SubscriberProcess:
 
 
 def _subscribe_in_child(
-    port: int, token: str, count: int, subscribe: bytes, conn: Connection, arrived: _Counter
+    port: int, token: str, count: int, subscribe: bytes, arrived: _Counter, conn: Connection
 ) -> None:
     import uvloop
 
