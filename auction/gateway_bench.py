@@ -28,7 +28,6 @@ from auction.catalogue import default_catalogue
 from auction.keys import Keys
 from auction.settings import Settings
 from clearing.money import PriceMicros
-from clearing.types import Offer
 
 MODEL = "llama-3.1-8b-instruct"
 ADMIN_TOKEN = "bench-admin-token"
@@ -164,14 +163,15 @@ async def _setup(market_url: str, sim_port: int, client: aioredis.Redis, prefix:
         reply = await http.post("/v1/admin/keys", json={"name": "bench", "budget_usd": "1000000"})
         reply.raise_for_status()
         key: str = reply.json()["api_key"]
-        info = default_catalogue()[MODEL]
-        offer = Offer(
-            provider="sim", offer_id="fast", model=MODEL, input_price=PriceMicros(50_000),
-            output_price=PriceMicros(80_000), cached_input_price=PriceMicros(50_000),
-            concurrency=1_000_000, quality=info.quality, context_window=info.context_window,
-            max_output_tokens=info.max_output_tokens, features=info.features, seq=0,
+        offer = default_catalogue()[MODEL].offer(
+            "sim",
+            "fast",
+            PriceMicros(50_000),
+            PriceMicros(80_000),
+            PriceMicros(50_000),
+            concurrency=1_000_000,
             ttl_ms=3_600_000,
-        )  # fmt: skip
+        )
         await Book(client, Keys(prefix)).upsert("bench-session", [offer])
         for _ in range(200):  # bounded: the server's replica follows within milliseconds
             models = await http.get("/v1/models", headers={"authorization": f"Bearer {key}"})

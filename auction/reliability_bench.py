@@ -67,19 +67,13 @@ def _offers(size: LoadSize, concurrency: int) -> list[Offer]:
     info = default_catalogue()[MODEL]
     rng = random.Random(size.seed)
     return [
-        Offer(
-            provider=f"p{i}",
-            offer_id="o",
-            model=MODEL,
-            input_price=PriceMicros(rng.randint(100, 900) * 1000),
-            output_price=PriceMicros(rng.randint(500, 1500) * 1000),
-            cached_input_price=PriceMicros(100_000),
+        info.offer(
+            f"p{i}",
+            "o",
+            PriceMicros(rng.randint(100, 900) * 1000),
+            PriceMicros(rng.randint(500, 1500) * 1000),
+            PriceMicros(100_000),
             concurrency=concurrency,
-            quality=info.quality,
-            context_window=info.context_window,
-            max_output_tokens=info.max_output_tokens,
-            features=info.features,
-            seq=0,
             ttl_ms=600_000,
         )
         for i in range(size.offers)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from clearing.types import FEATURES
+from clearing.money import PriceMicros
+from clearing.types import FEATURES, Offer
 
 
 class CatalogueError(ValueError):
@@ -23,6 +24,36 @@ class ModelInfo:
     features: frozenset[str]
     vendor: str = ""
     family: str = ""
+
+    def offer(
+        self,
+        provider: str,
+        offer_id: str,
+        input_price: PriceMicros,
+        output_price: PriceMicros,
+        cached_input_price: PriceMicros,
+        *,
+        concurrency: int,
+        ttl_ms: int,
+    ) -> Offer:
+        """An offer of this model with the catalogue's facts as they stand (seq 0: the book
+        numbers it), for benchmarks and tests; a bidder's own offers go through
+        `bidders.offers`, which lets them narrow the facts."""
+        return Offer(
+            provider=provider,
+            offer_id=offer_id,
+            model=self.id,
+            input_price=input_price,
+            output_price=output_price,
+            cached_input_price=cached_input_price,
+            concurrency=concurrency,
+            quality=self.quality,
+            context_window=self.context_window,
+            max_output_tokens=self.max_output_tokens,
+            features=self.features,
+            seq=0,
+            ttl_ms=ttl_ms,
+        )
 
 
 class Catalogue(Mapping[str, ModelInfo]):

@@ -48,22 +48,11 @@ def make_offer(
     **fields: object,
 ) -> Offer:
     """An offer with the catalogue's facts for `model`; `fields` override any Offer field."""
-    info = market.catalogue[model]
-    offer = Offer(
-        provider=provider,
-        offer_id=offer_id,
-        model=model,
-        input_price=parse_price(prices[0]),
-        output_price=parse_price(prices[1]),
-        cached_input_price=parse_price(prices[0]),
-        concurrency=concurrency,
-        quality=info.quality,
-        context_window=info.context_window,
-        max_output_tokens=info.max_output_tokens,
-        features=info.features,
-        seq=0,
-        ttl_ms=120_000,
-    )
+    input_price, output_price = parse_price(prices[0]), parse_price(prices[1])
+    offer = market.catalogue[model].offer(
+        provider, offer_id, input_price, output_price, input_price,
+        concurrency=concurrency, ttl_ms=120_000,
+    )  # fmt: skip
     return dataclasses.replace(offer, **fields)  # type: ignore[arg-type]  # test-only overrides
 
 

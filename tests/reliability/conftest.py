@@ -129,21 +129,9 @@ def offer_for(
     provider: str, offer_id: str, model: str, concurrency: int = 16, **kw: object
 ) -> Offer:
     """An offer at $0.50/$1.00 per Mtok with the catalogue's facts for `model`."""
-    info = CATALOGUE[model]
-    offer = Offer(
-        provider=provider,
-        offer_id=offer_id,
-        model=model,
-        input_price=parse_price("0.50"),
-        output_price=parse_price("1.00"),
-        cached_input_price=parse_price("0.50"),
-        concurrency=concurrency,
-        quality=info.quality,
-        context_window=info.context_window,
-        max_output_tokens=info.max_output_tokens,
-        features=info.features,
-        seq=0,
-        ttl_ms=120_000,
+    half, one = parse_price("0.50"), parse_price("1.00")
+    offer = CATALOGUE[model].offer(
+        provider, offer_id, half, one, half, concurrency=concurrency, ttl_ms=120_000
     )
     return dataclasses.replace(offer, **kw)  # type: ignore[arg-type]  # test-only overrides
 
