@@ -13,6 +13,7 @@ out; temperature is capped at 1, the top of Anthropic's range.
 
 from __future__ import annotations
 
+from bidders import wirejson
 from bidders.anthropic_answer import API, JSON_TOOL, read_answer
 from bidders.anthropic_stream import AnthropicStream
 from bidders.chat import ChatRequest, JsonSchemaFormat, NamedToolChoice
@@ -35,7 +36,6 @@ from bidders.protocol import (
     HttpReply,
     Upstream,
     add_turn,
-    dump_json,
     error_message,
     is_success,
     provider_error,
@@ -79,7 +79,7 @@ class AnthropicAdapter:
         if upstream.api_key:
             headers["x-api-key"] = upstream.api_key
         url = f"{upstream.base_url.rstrip('/')}/v1/messages"
-        return HttpCall("POST", url, headers, dump_json(body))
+        return HttpCall("POST", url, headers, wirejson.dumps(body))
 
     def parse_response(self, reply: HttpReply, *, upstream: Upstream, stamp: Stamp) -> ChatResult:
         if not is_success(reply.status):

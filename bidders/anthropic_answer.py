@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
 
+from bidders import wirejson
 from bidders.completion import (
     AssistantOut,
     ChatCompletion,
@@ -19,7 +20,7 @@ from bidders.completion import (
 )
 from bidders.conversation import JSON
 from bidders.errors import UpstreamBadResponse
-from bidders.protocol import dump_json, load_json, shape_error
+from bidders.protocol import load_json, shape_error
 from clearing.types import Usage
 
 API = "anthropic"
@@ -122,4 +123,4 @@ def _answer(message: _Message) -> AssistantOut:
 
 
 def _dump(value: JSON | None) -> str:
-    return dump_json(value or {}).decode()
+    return wirejson.dumps(value or {}).decode()

@@ -12,6 +12,7 @@ are left out.
 
 from __future__ import annotations
 
+from bidders import wirejson
 from bidders.chat import ChatRequest, FunctionDef, JsonSchemaFormat, NamedToolChoice
 from bidders.completion import ChatResult, Stamp
 from bidders.conversation import (
@@ -34,7 +35,6 @@ from bidders.protocol import (
     HttpReply,
     Upstream,
     add_turn,
-    dump_json,
     error_message,
     is_success,
     provider_error,
@@ -65,7 +65,7 @@ class GeminiAdapter:
         model = upstream.upstream_model.removeprefix("models/")
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         url = f"{upstream.base_url.rstrip('/')}/v1beta/models/{model}:{method}"
-        return HttpCall("POST", url, headers, dump_json(body))
+        return HttpCall("POST", url, headers, wirejson.dumps(body))
 
     def parse_response(self, reply: HttpReply, *, upstream: Upstream, stamp: Stamp) -> ChatResult:
         if not is_success(reply.status):

@@ -11,6 +11,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from bidders import wirejson
 from bidders.completion import (
     AssistantOut,
     ChatCompletion,
@@ -23,7 +24,7 @@ from bidders.completion import (
 )
 from bidders.conversation import JSON
 from bidders.errors import UpstreamBadResponse, UpstreamRejected
-from bidders.protocol import dump_json, load_json, provider_error, shape_error
+from bidders.protocol import load_json, provider_error, shape_error
 from clearing.types import Usage
 
 API = "gemini"
@@ -179,7 +180,7 @@ class CallIds:
     def out(self, call: _FunctionCall) -> ToolCallOut:
         call_id = call.id or f"call_{self._stamp.id}_{self.count}"
         self.count += 1
-        arguments = dump_json(call.args or {}).decode()
+        arguments = wirejson.dumps(call.args or {}).decode()
         return {
             "id": call_id,
             "type": "function",

@@ -11,6 +11,7 @@ from typing import cast
 
 from pydantic import BaseModel, ValidationError
 
+from bidders import wirejson
 from bidders.chat import ChatRequest
 from bidders.completion import ChatCompletion, ChatCompletionChunk, ChatResult, Stamp
 from bidders.errors import ProviderError, UpstreamBadResponse, UpstreamUnavailable
@@ -18,7 +19,6 @@ from bidders.protocol import (
     HttpCall,
     HttpReply,
     Upstream,
-    dump_json,
     error_message,
     is_success,
     load_json,
@@ -96,7 +96,7 @@ class OpenAIAdapter:
         if upstream.api_key:
             headers["authorization"] = f"Bearer {upstream.api_key}"
         url = f"{upstream.base_url.rstrip('/')}/chat/completions"
-        return HttpCall("POST", url, headers, dump_json(body))
+        return HttpCall("POST", url, headers, wirejson.dumps(body))
 
     def parse_response(self, reply: HttpReply, *, upstream: Upstream, stamp: Stamp) -> ChatResult:
         if not is_success(reply.status):

@@ -175,10 +175,6 @@ def shape_error(api: str, what: str, error: ValidationError) -> UpstreamBadRespo
     return UpstreamBadResponse(f"{api} {what} has the wrong shape at {where}: {first['msg']}")
 
 
-def dump_json(value: object) -> bytes:
-    return wirejson.dumps(value)
-
-
 def is_success(status: int) -> bool:
     return 200 <= status <= 299
 
