@@ -9,7 +9,7 @@ until their line is whole, so a multi-byte character split between pieces decode
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bidders.errors import UpstreamBadResponse
 
@@ -17,8 +17,7 @@ _EOL = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
-class SseEvent:
+class SseEvent(NamedTuple):  # a tuple: built once per event on every stream, so kept cheap
     event: str  # "message" when the stream named none
     data: str
 
@@ -55,10 +54,15 @@ class SseParser:
         events: list[SseEvent] = []
         if b"\r" not in buffer:  # the usual case, LF only: a plain split is several times faster
             *lines, self._buffer = buffer.split(b"\n")
-            for line in lines:
-                event = self._line(line)
-                if event is not None:
-                    events.append(event)
+            for raw in lines:  # `_line` inlined for the two lines every event has
+                if not raw:
+                    if self._data:
+                        events.append(SseEvent(self._event or "message", "\n".join(self._data)))
+                    self._event, self._data = "", []
+                elif raw.startswith(b"data: "):
+                    self._data.append(_decode(raw[6:]))
+                else:
+                    self._line(raw)
             if len(self._buffer) > self._max_line:
                 raise UpstreamBadResponse(f"event-stream line longer than {self._max_line} bytes")
             return events
@@ -76,10 +80,7 @@ class SseParser:
         return events
 
     def _line(self, raw: bytes) -> SseEvent | None:
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UpstreamBadResponse("event stream is not valid UTF-8") from None
+        line = _decode(raw)
         if not line:
             return self._dispatch()
         name, _, value = line.partition(":")
@@ -94,3 +95,10 @@ class SseParser:
         event = SseEvent(self._event or "message", "\n".join(self._data)) if self._data else None
         self._event, self._data = "", []
         return event
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UpstreamBadResponse("event stream is not valid UTF-8") from None
