@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bidders.errors import UpstreamBadResponse
 from bidders.sse import SseEvent, SseParser
@@ -80,3 +85,50 @@ def test_an_endless_line_is_a_bad_response() -> None:
     assert parser.feed(b"data: " + b"x" * 58) == []
     with pytest.raises(UpstreamBadResponse, match="longer than 64 bytes"):
         parser.feed(b"x")
+
+
+# -- property: any stream, any pieces, the same events as a whole-body reference parser ----------
+
+_LINES = st.sampled_from(
+    ["", "", "data: x", "data:y", "data", "data:  two", "data: café", "event: e", "event:",
+     ": comment", "id: 1", "retry: 5", "other: z", "data: {\"a\": [1]}"]
+)  # fmt: skip
+
+
+def _reference(body: bytes) -> list[SseEvent]:
+    """The WHATWG rules over the whole body at once, written as plainly as possible."""
+    events: list[SseEvent] = []
+    event, data = "", list[str]()
+    for line in re.split(r"\r\n|\r|\n", body.decode().removeprefix("\ufeff"))[:-1]:
+        if not line:
+            if data:
+                events.append(SseEvent(event or "message", "\n".join(data)))
+            event, data = "", []
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+    return events
+
+
+@given(
+    lines=st.lists(_LINES, max_size=30),
+    endings=st.lists(st.sampled_from(["\n", "\n", "\r\n", "\r"]), min_size=1, max_size=30),
+    lf_only=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_pieces_never_change_the_events(
+    lines: list[str], endings: list[str], lf_only: bool, cuts: list[int]
+) -> None:
+    text = "".join(
+        line + ("\n" if lf_only else endings[i % len(endings)]) for i, line in enumerate(lines)
+    )
+    body = text.encode()
+    bounds = sorted({min(cut, len(body)) for cut in cuts} | {0, len(body)})
+    pieces = [body[a:b] for a, b in itertools.pairwise(bounds)]
+    parser = SseParser()
+    events = [event for piece in pieces for event in parser.feed(piece)]
+    assert events == _reference(body)
