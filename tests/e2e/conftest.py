@@ -4,6 +4,9 @@ The server is uvicorn running `create_app` in the test's own event loop on 127.0
 test can reach into its Market, e.g. to wait for the replica); clients are the official OpenAI
 SDK pointed at it. Offers go into the book directly with `Book.upsert` under a test session id
 (the bidder WebSocket is tested elsewhere). Providers and keys go through the admin HTTP API.
+
+The price-feed tests share three fixtures here (`server`, `book`, `api_key`), built on
+`feed_kit`'s helpers.
 """
 
 from __future__ import annotations
@@ -22,16 +25,21 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 import uvicorn
 from openai import AsyncOpenAI
 
 from auction.app import create_app
+from auction.book import Book
+from auction.feed import FeedLimits
+from auction.keys import Keys
 from auction.market import Market
 from auction.settings import Settings
 from bidders.simulated.behaviour import SimConfig
 from bidders.simulated.server import SimulatedProvider
 from clearing.money import parse_price
 from clearing.types import ApiName, Offer
+from tests.e2e.feed_kit import Server, create_api_key, feed_server
 
 ADMIN_TOKEN = "test-admin-token"
 SESSION = "test-session"
@@ -259,3 +267,23 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError("a marketplace process did not become ready")
+
+
+# -- the price feed -------------------------------------------------------------------------------
+@pytest.fixture
+async def api_key(redis_client: aioredis.Redis, key_prefix: str) -> str:
+    """A client API key for a feed subscriber."""
+    return await create_api_key(redis_client, key_prefix, "feed-watcher")
+
+
+@pytest.fixture
+def book(redis_client: aioredis.Redis, key_prefix: str) -> Book:
+    """The order book under the test's prefix, changed directly (no bidder)."""
+    return Book(redis_client, Keys(key_prefix))
+
+
+@pytest.fixture
+async def server(redis_url: str, key_prefix: str) -> AsyncIterator[Server]:
+    """A feed server (heartbeats every 500 ms) on the test's Redis and prefix."""
+    async with feed_server(redis_url, key_prefix, FeedLimits(heartbeat_ms=500)) as running:
+        yield running

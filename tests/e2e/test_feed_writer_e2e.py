@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection
 
-from auction.accounts import Accounts
 from auction.book import Book
 from auction.feed import FeedLimits
 from auction.feed_hub import publish_trade
 from auction.keys import Keys
-from clearing.money import Nanos, PriceMicros, format_price
+from clearing.money import PriceMicros, format_price
 from tests.e2e.conftest import Marketplace
-from tests.e2e.test_feed_e2e import (
+from tests.e2e.feed_kit import (
     Message,
     Server,
     feed_server,
@@ -29,25 +27,6 @@ from tests.e2e.test_feed_e2e import (
     subscribe,
     trade,
 )
-
-
-@pytest.fixture
-async def api_key(redis_client: aioredis.Redis, key_prefix: str) -> str:
-    _, token = await Accounts(redis_client, Keys(key_prefix)).create_key(
-        "feed-writer", Nanos(10**9), "total"
-    )
-    return token
-
-
-@pytest.fixture
-def book(redis_client: aioredis.Redis, key_prefix: str) -> Book:
-    return Book(redis_client, Keys(key_prefix))
-
-
-@pytest.fixture
-async def server(redis_url: str, key_prefix: str) -> AsyncIterator[Server]:
-    async with feed_server(redis_url, key_prefix, FeedLimits(heartbeat_ms=500)) as running:
-        yield running
 
 
 async def messages_until(ws: ClientConnection, ref: str, price: int | None = None) -> list[Message]:
