@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import fields
 from json.encoder import encode_basestring_ascii as _q
 from operator import attrgetter
 from typing import Any
 
+from bidders import wirejson
 from clearing.money import MAX_PRICE_MICROS, PriceMicros, format_price, parse_price
 from clearing.types import Offer
 
@@ -102,7 +102,10 @@ def offer_from_text(text: str) -> Offer:
     Raises:
         KeyError, TypeError, ValueError: the record is not one the book wrote.
     """
-    return offer_from_json(json.loads(text))
+    data = wirejson.loads(text)
+    if not isinstance(data, dict):
+        raise TypeError("an offer record must be a JSON object")
+    return offer_from_json(data)
 
 
 class OfferCodec:
@@ -111,14 +114,16 @@ class OfferCodec:
     A bidder re-quotes the same offers with new prices, so `body` keeps each offer's text around
     its prices (by the offer's other fields) and splices the new prices in. And the replica reads
     each offer this process wrote back from the change stream moments later: `decode` finds it
-    by its body (once) instead of parsing the JSON again. A body names every field but the seq,
-    so an equal text means an equal offer. The memories are bounded (oldest entry out first).
-    One per process (the Market's), shared by its Book and BookReplica.
+    by its body (as many times as it was written: a bidder that alternates between two prices
+    writes each body again before the replica reads the first) instead of parsing the JSON. A
+    body names every field but the seq, so an equal text means an equal offer. The memories are
+    bounded (oldest entry out first). One per process (the Market's), shared by its Book and
+    BookReplica.
     """
 
     def __init__(self, max_entries: int = 8192) -> None:
         self._max = max_entries
-        self._written: dict[str, Offer] = {}  # body -> the offer written, until decoded
+        self._written: dict[str, list[Any]] = {}  # body -> [the offer, writes not yet decoded]
         self._frames: dict[tuple[object, ...], tuple[str, str]] = {}  # shape -> text around prices
         self._prices: dict[int, str] = {}  # micro-USD -> its decimal text
 
@@ -134,7 +139,8 @@ class OfferCodec:
             f'"output_usd_per_mtok":"{self._price(offer.output_price)}",'
             f'"cached_input_usd_per_mtok":"{self._price(offer.cached_input_price)}",{frame[1]}'
         )
-        _put(self._written, body, offer, self._max)
+        entry = self._written.get(body)
+        _put(self._written, body, [offer, 1 if entry is None else entry[1] + 1], self._max)
         return body
 
     def _price(self, micros: int) -> str:
@@ -157,9 +163,13 @@ class OfferCodec:
         seq = tail[:-1]
         if sep and tail.endswith("}") and seq.isascii() and seq.isdigit():
             # Read once: the entry dies young, which keeps it out of the GC's older generations.
-            written = self._written.pop(head + "}", None)
-            if written is not None:
-                values = list(_values(written))
+            body = head + "}"
+            entry = self._written.get(body)
+            if entry is not None:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._written[body]
+                values = list(_values(entry[0]))
                 values[_SEQ] = int(seq)
                 return Offer(*values)
         return offer_from_text(text)

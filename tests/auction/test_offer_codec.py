@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -139,6 +140,25 @@ def test_codec_memory_is_bounded_and_read_once() -> None:
         assert codec.decode(body[:-1] + ',"seq":1}').input_price == price  # the first by parsing
     assert not codec._written  # each remembered body is read once
     assert codec.decode(texts[2][:-1] + ',"seq":2}').seq == 2  # and again by parsing
+
+
+def test_a_body_written_twice_is_remembered_for_two_reads() -> None:
+    # A bidder alternating between two prices writes each body again before the replica has
+    # read the first: both reads are found, and then the body is forgotten.
+    codec = OfferCodec()
+    base = offer_from_json(json.loads(offer_body_text_example()))
+    low, high = replace(base, input_price=PriceMicros(5)), replace(base, input_price=PriceMicros(6))
+    versions = (low, high, low)
+    texts = [codec.body(version) for version in versions]
+    assert len(codec._written) == 2
+    for n, (body, version) in enumerate(zip(texts, versions, strict=True)):
+        assert codec.decode(body[:-1] + f',"seq":{n}}}') == replace(version, seq=n)
+        assert len(codec._written) == (2, 1, 0)[n]  # found each time, then forgotten
+
+
+def test_a_stream_record_that_is_not_an_object_is_refused() -> None:
+    with pytest.raises(TypeError):
+        offer_from_text("[1, 2]")
 
 
 def offer_body_text_example() -> str:
