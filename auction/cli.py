@@ -54,12 +54,13 @@ def _add_demo_flags(parser: argparse.ArgumentParser) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from auction.demo import run_demo
-    from auction.serve import configure_logging, redis_for
+    from auction.serve import configure_logging, redis_for, settle_heap
 
     settings = load_settings(args, dict(os.environ))
     configure_logging("warning" if not args.no_live else settings.log_level)
     live = not args.no_live and sys.stdout.isatty()
     with redis_for(settings) as resolved:
+        settle_heap()  # everything imported is start-up state, as in `auction serve`
         asyncio.run(run_demo(resolved, rate=args.traffic, live=live, duration_s=args.duration))
     return 0
 

@@ -36,6 +36,7 @@ from auction.feed_hub import FeedHub
 from auction.keys import Keys
 from auction.replica import BookReplica
 from auction.routes.feed import feed_router
+from auction.serve import settle_heap
 from clearing.money import Nanos, PriceMicros
 from clearing.types import Offer
 
@@ -230,7 +231,9 @@ def _serve(redis_url: str, prefix: str, report: Connection) -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)  # connections wait in the backlog until the app has started
     report.send(listener.getsockname()[1])
-    uvicorn.Server(uvicorn.Config(_app(redis_url, prefix), log_level="warning")).run([listener])
+    app = _app(redis_url, prefix)
+    settle_heap()  # as a served process does
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run([listener])
 
 
 def _app(redis_url: str, prefix: str) -> FastAPI:

@@ -182,6 +182,7 @@ def _latency(probe: Probe) -> dict[str, object]:
         "p99_ms": _quantile_ms(probe.samples, 0.99),
         "max_ms": round(max(probe.samples) * 1000, 3),
         "to_book_p50_ms": book[len(book) // 2],
+        "to_book_p99_ms": book[min(len(book) - 1, int(len(book) * 0.99))],
         "samples": len(probe.samples),
         "lost": probe.lost,
     }

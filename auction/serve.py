@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -16,7 +17,27 @@ from auction.embedded import EmbeddedRedis
 from auction.settings import Settings
 
 SETTINGS_ENV = "AUCTION_SETTINGS_JSON"  # how the parent hands settings to uvicorn's workers
+GC_THRESHOLDS = (20_000, 20, 20)  # the standard library's are (700, 10, 10)
 log = logging.getLogger("auction.serve")
+
+
+def settle_heap() -> None:
+    """Tune the cyclic garbage collector of a server process, once its app is built.
+
+    With the defaults, a busy market (offers re-quoted tens of thousands of times a second)
+    promotes short-lived objects to the oldest generation fast enough to trigger a full
+    collection about once a second, and each one walks every object of the process: the
+    modules, FastAPI's and pydantic's start-up objects, ~90,000 in all, for 30-60 ms during
+    which no quote, request or feed frame moves. So the start-up objects are frozen (moved to
+    the permanent generation, never scanned again: they live as long as the process anyway),
+    and the youngest generation is collected every 20,000 allocations instead of 700, so that
+    objects that live for a request or a quote die by reference count before a collection can
+    promote them. Full collections then walk thousands of objects, not ~100,000 (2-3 ms), and
+    are rarer. Cyclic garbage is still collected; it waits a little longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def configure_logging(level: str) -> None:
@@ -46,7 +67,9 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
 def app_from_env() -> FastAPI:
     """The app factory uvicorn's worker processes call (settings come from the parent)."""
     data = json.loads(os.environ[SETTINGS_ENV])
-    return create_app(Settings.model_validate(data))
+    app = create_app(Settings.model_validate(data))
+    settle_heap()
+    return app
 
 
 def serve(settings: Settings) -> None:
@@ -54,8 +77,10 @@ def serve(settings: Settings) -> None:
     with redis_for(settings) as resolved:
         log.info("marketplace on http://%s:%d", resolved.host, resolved.port)
         if resolved.workers == 1:
+            app = create_app(resolved)
+            settle_heap()
             uvicorn.run(
-                create_app(resolved),
+                app,
                 host=resolved.host,
                 port=resolved.port,
                 log_level=resolved.log_level,
