@@ -17,27 +17,23 @@ from auction.embedded import EmbeddedRedis
 from auction.settings import Settings
 
 SETTINGS_ENV = "AUCTION_SETTINGS_JSON"  # how the parent hands settings to uvicorn's workers
-GC_THRESHOLDS = (20_000, 20, 20)  # the standard library's are (700, 10, 10)
 log = logging.getLogger("auction.serve")
 
 
 def settle_heap() -> None:
-    """Tune the cyclic garbage collector of a server process, once its app is built.
+    """Freeze a server process's start-up objects, once its app is built.
 
-    With the defaults, a busy market (offers re-quoted tens of thousands of times a second)
-    promotes short-lived objects to the oldest generation fast enough to trigger a full
-    collection about once a second, and each one walks every object of the process: the
-    modules, FastAPI's and pydantic's start-up objects, ~90,000 in all, for 30-60 ms during
-    which no quote, request or feed frame moves. So the start-up objects are frozen (moved to
-    the permanent generation, never scanned again: they live as long as the process anyway),
-    and the youngest generation is collected every 20,000 allocations instead of 700, so that
-    objects that live for a request or a quote die by reference count before a collection can
-    promote them. Full collections then walk thousands of objects, not ~100,000 (2-3 ms), and
-    are rarer. Cyclic garbage is still collected; it waits a little longer.
+    A busy market (offers re-quoted tens of thousands of times a second) promotes enough
+    short-lived objects to the collector's oldest generation to set off a full collection about
+    once a second, and each walked every object of the process, the modules' and FastAPI's and
+    pydantic's start-up objects included (~90,000): 30-60 ms in which no quote, request or feed
+    frame moved. Frozen, those live in the permanent generation and are never walked again
+    (they live as long as the process anyway), and a full collection takes 2-3 ms. Cyclic
+    garbage made after start-up is collected as before; the thresholds stay the standard ones,
+    whose young collections take tens of microseconds (larger ones cost a request's p99).
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def configure_logging(level: str) -> None:
