@@ -167,3 +167,24 @@ async def test_wait_for_gives_up_after_its_timeout(replica: BookReplica) -> None
     await replica.start()
     with pytest.raises(TimeoutError):
         await replica.wait_for(lambda: replica.index.get("acme/never") is not None, timeout=0.1)
+
+
+async def test_a_trickle_of_changes_is_gathered_and_a_flood_read_at_once(
+    book: Book, redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    # A gather of a minute makes the two cases plain: after a read of one change the next
+    # waits; after a read of 20 (one upsert of 20 offers: one script, one read) it does not.
+    replica = BookReplica(
+        redis_client, Keys(key_prefix), [MODEL], block_ms=200, gather_ms=60_000, gather_below=16
+    )
+    await replica.start()
+    try:
+        await book.upsert("s1", [make_offer(f"o{n}") for n in range(20)])
+        await replica.wait_for(lambda: len(replica.index) == 20, timeout=5)
+        await book.upsert("s1", [make_offer("after-flood")])
+        await replica.wait_for(lambda: replica.index.get("acme/after-flood") is not None, 5)
+        await book.upsert("s1", [make_offer("after-trickle")])
+        with pytest.raises(TimeoutError):  # gathered: read a minute after the last read
+            await replica.wait_for(lambda: replica.index.get("acme/after-trickle") is not None, 1)
+    finally:
+        await replica.stop()
