@@ -1,7 +1,7 @@
 """Persistence: the embedded Redis keeps its data across restarts (append-only file).
 
 Settle and ledger idempotency per clearing id are proved in tests/auction/test_ledger.py and
-tests/auction/test_accounts.py (a repeated append or settle changes nothing).
+tests/auction/test_accounts_holds.py (a repeated append or settle changes nothing).
 """
 
 from __future__ import annotations
