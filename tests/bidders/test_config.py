@@ -20,7 +20,7 @@ from bidders.config import BidderConfigError, load_bidder_config, ws_url
 from bidders.pricing import RandomWalk, StaticPrices, TimeOfDaySchedule, UtilizationPricing
 from bidders.runtime import Backoff, run_bidder
 from clearing.money import PriceMicros
-from tests.bidders.test_runtime import TOKEN, Market, start, wait_until
+from tests.bidders.runtime_kit import TOKEN, Market, start, wait_until
 
 HOUR = 3_600_000
 EXAMPLE = """
