@@ -34,6 +34,7 @@ class RelayResponse(StreamingResponse):
     ) -> None:
         super().__init__(events, headers={**SSE_HEADERS, **headers}, media_type="text/event-stream")
         self._forwarder = forwarder
+        self._ran_out = False
 
     async def stream_response(self, send: Send) -> None:
         """As Starlette's, but the piece that ends in DONE (the last) also ends the body, in
@@ -47,13 +48,14 @@ class RelayResponse(StreamingResponse):
             await send({"type": "http.response.body", "body": piece, "more_body": not ended})
         if not ended:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self._ran_out = True  # the events ended by themselves: closing them would do nothing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await _unless_client_leaves(self.stream_response(send), receive)
         finally:
             aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
+            if not self._ran_out and aclose is not None:  # stopped early: close the events
                 await self._forwarder.finish(aclose())
 
 
