@@ -216,10 +216,10 @@ class Broker:
         except MarketError as exc:
             await self._fail(order.record, exc)
             raise
-        relay = Relay(order, ticket, opened, self._settle_stream, p.forwarder.finish)
+        relay = Relay(order, ticket, opened, self._settle_stream)
         return StreamAnswer(relay.events(), auction_headers(order.clearing_id, ticket))
 
-    async def _settle_stream(self, order: Order, ticket: Ticket, end: StreamEnd) -> Nanos:
+    def _settle_stream(self, order: Order, ticket: Ticket, end: StreamEnd) -> Nanos:
         return self._settle(order, ticket, end.usage, end)
 
     async def settled(self, key_id: str) -> None:

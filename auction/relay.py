@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
 
 import httpx
 
@@ -29,7 +28,6 @@ from clearing.money import Nanos
 from clearing.types import Usage
 
 DONE = b"data: [DONE]\n\n"
-T = TypeVar("T")
 
 
 def sse(value: object) -> bytes:
@@ -48,13 +46,9 @@ class StreamEnd:
     error: str | None = None
 
 
-Settle = Callable[[Order, Ticket, StreamEnd], Awaitable[Nanos]]
-
-
-class Finish(Protocol):
-    """Runs work to its end even if the caller is cancelled (`Forwarder.finish`)."""
-
-    def __call__(self, work: Awaitable[T], /) -> Awaitable[T]: ...
+# Starts the settlement and returns the cost; synchronous, so that no cancellation (a client
+# that left) can come between the end of a stream and its settlement.
+Settle = Callable[[Order, Ticket, StreamEnd], Nanos]
 
 
 @dataclass(slots=True)
@@ -86,7 +80,6 @@ class Relay:
         ticket: Ticket,
         opened: Opened,
         settle: Settle,
-        finish: Finish,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -94,7 +87,6 @@ class Relay:
         self._ticket = ticket
         self._opened = opened
         self._settle = settle
-        self._finish = finish
         self._clock = clock
         self._held = _Held()
 
@@ -119,9 +111,9 @@ class Relay:
         except (ProviderError, TimeoutError) as exc:
             failure = exc.message if isinstance(exc, ProviderError) else "the stream timed out"
         except BaseException:  # the client went away: cancelled, or the body closed early
-            await self._close(client_closed=True, error=None)
+            self._close(client_closed=True, error=None)
             raise
-        cost, end = await self._close(client_closed=False, error=failure)
+        cost, end = self._close(client_closed=False, error=failure)
         if failure is not None:
             error = UpstreamFailed(f"the provider failed during the stream: {failure}")
             yield data + sse(error.body()) + DONE
@@ -170,15 +162,12 @@ class Relay:
         final[-1]["auction"] = obj  # type: ignore[typeddict-unknown-key]  # our extension field
         return final
 
-    async def _close(self, *, client_closed: bool, error: str | None) -> tuple[Nanos, StreamEnd]:
-        """Close the provider's stream and settle, shielded from the client's cancellation."""
+    def _close(self, *, client_closed: bool, error: str | None) -> tuple[Nanos, StreamEnd]:
+        """Close the provider's stream and start the settlement: no await, so a client's
+        cancellation cannot land between them (nor need a shielded task to be kept out)."""
         end = self._measure(client_closed, error)
-
-        async def work() -> Nanos:
-            await self._opened.response.aclose()
-            return await self._settle(self._order, self._ticket, end)
-
-        return await self._finish(work()), end
+        self._opened.response.close()
+        return self._settle(self._order, self._ticket, end), end
 
     def _measure(self, client_closed: bool, error: str | None) -> StreamEnd:
         opened, now = self._opened, self._clock()

@@ -149,6 +149,10 @@ class _Body(httpx.AsyncByteStream):
             await self.aclose()
 
     async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Give the connection back (pooled if its exchange ended cleanly); at once, no I/O."""
         if not self._released:
             self._released = True
             self._pool.release(self._origin, self._conn)
@@ -178,7 +182,11 @@ class Exchange:
         return b"".join([piece async for piece in self.body])
 
     async def aclose(self) -> None:
-        await self.body.aclose()
+        self.body.close()
+
+    def close(self) -> None:
+        """`aclose` without awaiting: it never waits, so nothing can interrupt it."""
+        self.body.close()
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
