@@ -39,7 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT
 
-from auction.book_commands import BOOK_MAXLEN, layout
+from auction.book_commands import BOOK_LIB, BOOK_MAXLEN, layout
 from auction.book_stream import text, texts
 from auction.book_upsert import Placements, UpsertPacker, moves, upsert_args
 from auction.commands import Cmd, Runner, command, script, send_one
@@ -102,7 +102,7 @@ class Book:
         self._maxlen = maxlen
         self._batch = batch
         self._runner = runner
-        self._scripts = {name: register(redis, name, prelude="book_lib") for name in _SCRIPTS}
+        self._scripts = {name: register(redis, name, prelude=BOOK_LIB) for name in _SCRIPTS}
         self._packer = UpsertPacker(self._scripts["upsert"].sha, self.codec.body)
         self._placements = Placements()
 
@@ -139,7 +139,7 @@ class Book:
         batch = list(first)
         for name, model, args in calls:
             script_keys, head = self._layout(model, None)
-            batch.append(script(name, script_keys, args, prelude="book_lib", fixed=tuple(head)))
+            batch.append(script(name, script_keys, args, prelude=BOOK_LIB, fixed=tuple(head)))
         if not batch:
             return []  # an empty batch would wait for replies that never come
         return (await self._lean(batch))[len(first) :]

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from auction.commands import Cmd, script
+from auction.commands import Cmd, Script
 from auction.keys import Keys
 from auction.resp import Arg
 from clearing.types import Offer
 
 BOOK_MAXLEN = 100_000  # the change stream's default length (XADD MAXLEN ~)
+BOOK_LIB = "book_lib"  # the prelude of every book script
+RESERVE = Script("reserve", BOOK_LIB)
+RELEASE = Script("release", BOOK_LIB)
+SETTLE = Script("settle", BOOK_LIB)
 
 
 def layout(
@@ -44,10 +48,10 @@ def layout(
     return script_keys, head
 
 
-def book_command(keys: Keys, name: str, model: str, args: Sequence[Arg]) -> Cmd:
-    """Book script `name` on `model` with its own `args`, on Redis time."""
+def book_command(keys: Keys, which: Script, model: str, args: Sequence[Arg]) -> Cmd:
+    """Book script `which` on `model` with its own `args`, on Redis time."""
     script_keys, head = layout(keys, model, None)
-    return script(name, script_keys, args, prelude="book_lib", fixed=tuple(head))
+    return which.command(script_keys, args, fixed=tuple(head))
 
 
 def reserve_command(keys: Keys, offer: Offer, rid: str, ttl_ms: int, tokens: int) -> Cmd:
@@ -56,14 +60,14 @@ def reserve_command(keys: Keys, offer: Offer, rid: str, ttl_ms: int, tokens: int
         offer.ref, rid, ttl_ms, tokens, offer.input_price, offer.output_price,
         offer.cached_input_price,
     ]  # fmt: skip
-    return book_command(keys, "reserve", offer.model, args)
+    return book_command(keys, RESERVE, offer.model, args)
 
 
 def release_command(keys: Keys, offer: Offer, rid: str) -> Cmd:
     """Give the reservation back unused (see `Book.release`)."""
-    return book_command(keys, "release", offer.model, [offer.ref, rid])
+    return book_command(keys, RELEASE, offer.model, [offer.ref, rid])
 
 
 def settle_command(keys: Keys, offer: Offer, rid: str, tokens_used: int) -> Cmd:
     """End the reservation, counting the tokens used (see `Book.settle`)."""
-    return book_command(keys, "settle", offer.model, [offer.ref, rid, tokens_used])
+    return book_command(keys, SETTLE, offer.model, [offer.ref, rid, tokens_used])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from auction.book_commands import BOOK_LIB
 from auction.book_stream import text
 from auction.commands import Cmd, command
 from auction.keys import Keys
@@ -130,5 +131,5 @@ class UpsertPacker:
         packed_args = tail.encode() if tail.isascii() else pack_args(args)
         every = (*start_args, *args)
         return Cmd(
-            every, b"*%d\r\n" % len(every) + start_packed + packed_args, ("upsert", "book_lib")
+            every, b"*%d\r\n" % len(every) + start_packed + packed_args, ("upsert", BOOK_LIB)
         )

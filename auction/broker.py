@@ -25,20 +25,23 @@ from auction.answers import answer_texts, auction_headers, auction_object, estim
 from auction.api_keys import KeyRecord
 from auction.auth import KeyCache
 from auction.book import Book
-from auction.commands import Runner
+from auction.book_commands import RELEASE, RESERVE, SETTLE
+from auction.commands import Runner, Script
 from auction.errors import MarketError
+from auction.feed_trades import TRADE_PUBLISH
 from auction.forward import Forwarder, Routes
-from auction.health import Health
+from auction.health import HEALTH_RECORD, Health
+from auction.holds import HOLD, HOLD_RELEASE, HOLD_SETTLE
 from auction.keys import Keys
-from auction.ledger import Ledger
+from auction.ledger import LEDGER_APPEND, Ledger
 from auction.orders import Order, ParsedRequest, new_clearing_id, parse_request, refuse_unserved
 from auction.pending import PendingSettlements
 from auction.providers import Providers
+from auction.ratelimit import RATE_HIT
 from auction.records import ClearingRecord, Records
 from auction.relay import Relay, StreamEnd
 from auction.replica import BookReplica
 from auction.resp import RespClient
-from auction.scripts import source
 from auction.settings import Settings
 from auction.settlement import Clearinghouse, Position, Ticket
 from auction.transport import LeanTransport
@@ -52,13 +55,20 @@ from clearing.types import Clearing, Usage
 
 log = logging.getLogger(__name__)
 
-# The scripts the request path sends by EVALSHA (auction.commands): loaded at start.
-SCRIPTS: tuple[tuple[str, str | None], ...] = (
-    ("rate_hit", None), ("hold", "account_lib"), ("hold_release", None),
-    ("hold_settle", "account_lib"),
-    ("reserve", "book_lib"), ("release", "book_lib"), ("settle", "book_lib"),
-    ("health_record", None), ("ledger_append", None), ("trade_publish", None),
-)  # fmt: skip
+# The scripts the request path sends by EVALSHA, as their owners name them: loaded at start
+# (one missing here would only cost a NOSCRIPT and a reload on first use).
+SCRIPTS: tuple[Script, ...] = (
+    RATE_HIT,
+    HOLD,
+    HOLD_RELEASE,
+    HOLD_SETTLE,
+    RESERVE,
+    RELEASE,
+    SETTLE,
+    HEALTH_RECORD,
+    LEDGER_APPEND,
+    TRADE_PUBLISH,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +126,8 @@ class Broker:
 
     async def start(self) -> None:
         """Load the request path's scripts, and follow the other processes' health records."""
-        for name, prelude in SCRIPTS:
-            await self._redis.script_load(source(name, prelude))
+        for each in SCRIPTS:
+            await self._redis.script_load(each.source())
         replica = self.parts.replica
         self._tasks.append(
             asyncio.create_task(self.parts.health.run(replica.index.models), name="health")

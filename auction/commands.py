@@ -69,6 +69,25 @@ def script(
     return Cmd(every, head + pack_args(args), (name, prelude))
 
 
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script the request path runs by EVALSHA: auction/lua/NAME.lua, after PRELUDE.lua.
+
+    Each owner names its scripts once as constants (`auction.ratelimit.RATE_HIT`, ...), builds
+    its commands with them, and the broker loads the same constants at start.
+    """
+
+    name: str
+    prelude: str | None = None
+
+    def command(self, keys: Sequence[str], args: Sequence[Arg], fixed: tuple[Arg, ...] = ()) -> Cmd:
+        """`script(name, keys, args, prelude, fixed)`."""
+        return script(self.name, keys, args, self.prelude, fixed)
+
+    def source(self) -> str:
+        return source(self.name, self.prelude)
+
+
 class Runner:
     """Sends batches; re-runs commands whose script Redis did not have (see the docstring)."""
 

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from auction.book_stream import text
-from auction.commands import Cmd, script, send_one
+from auction.commands import Cmd, Script, send_one
 from auction.feed_wire import Trade, dumps
 from auction.keys import Keys
 from auction.resp import RespClient, RespError, StreamReads
@@ -47,10 +47,11 @@ async def publish_trade(
 def trade_publish_command(keys: Keys, trade: Trade, *, maxlen: int = 10_000) -> Cmd:
     """The `trade_publish` script (for a batch, or `publish_trade`); replies {n, entry id}."""
     body = dumps(trade.to_json())
-    return script("trade_publish", [keys.trades(), keys.trades_version()], [maxlen, body])
+    return TRADE_PUBLISH.command([keys.trades(), keys.trades_version()], [maxlen, body])
 
 
 _MAX_BACKOFF_S = 2.0
+TRADE_PUBLISH = Script("trade_publish")
 
 
 class TradeFollower:

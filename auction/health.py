@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from auction.book_stream import text
-from auction.commands import Cmd, script, send_one
+from auction.commands import Cmd, Script, send_one
 from auction.keys import Keys
 from auction.resp import Arg
 from auction.settings import Settings
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 EWMA_WEIGHT = "0.2"  # a new observation's weight: about the last ten count
 KEEP_MS = 86_400_000  # an offer's record is forgotten after a day without calls
+HEALTH_RECORD = Script("health_record")
 _IDLE = OfferLive()
 
 
@@ -218,7 +219,7 @@ class Health:
         k = self._keys
         keys = [k.health(offer.model, offer.ref), k.health_changes(offer.model),
                 k.health_version(offer.model)]  # fmt: skip
-        return script("health_record", keys, [offer.ref, *args])
+        return HEALTH_RECORD.command(keys, [offer.ref, *args])
 
     async def refresh(self, models: Iterable[str]) -> int:
         """Read the health changes other processes made since the last refresh; returns how many."""

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from auction.api_keys import KeyRecord, read_key
 from auction.budgets import check_nanos
-from auction.commands import Cmd, script, send_one
+from auction.commands import Cmd, Script, send_one
 from auction.errors import BudgetExceeded, InvalidApiKey, InvalidRequest
 from auction.keys import Keys
 from clearing.money import Nanos, format_usd
@@ -24,6 +24,9 @@ Clock = Callable[[], int]
 MAX_HOLD_ID = 200
 # A settle mark outlives any plausible retry of the same settle; older marks are pruned.
 SETTLED_KEEP_MS = 7 * 86_400_000
+HOLD = Script("hold", "account_lib")
+HOLD_SETTLE = Script("hold_settle", "account_lib")
+HOLD_RELEASE = Script("hold_release")
 
 
 def _text(value: bytes | str) -> str:
@@ -66,27 +69,22 @@ def hold_command(
     keys: Keys, key_id: str, hold_id: str, amount: int, ttl_ms: int, now: str = ""
 ) -> Cmd:
     """The `hold` script (`now`: epoch ms, or "" for Redis TIME); replies {status, spent, held}."""
-    return script(
-        "hold",
-        [*_hold_keys(keys, key_id), keys.settled_holds(key_id)],
-        [hold_id, amount, ttl_ms, now],
-        prelude="account_lib",
+    return HOLD.command(
+        [*_hold_keys(keys, key_id), keys.settled_holds(key_id)], [hold_id, amount, ttl_ms, now]
     )
 
 
 def hold_settle_command(keys: Keys, key_id: str, hold_id: str, charge: int, now: str = "") -> Cmd:
     """The `hold_settle` script; replies {status, charged, counted}."""
-    return script(
-        "hold_settle",
+    return HOLD_SETTLE.command(
         [*_hold_keys(keys, key_id), keys.settled_holds(key_id), keys.settled_order(key_id)],
         [hold_id, charge, now, SETTLED_KEEP_MS],
-        prelude="account_lib",
     )
 
 
 def hold_release_command(keys: Keys, key_id: str, hold_id: str) -> Cmd:
     """The `hold_release` script; replies 1 if the hold was live."""
-    return script("hold_release", _hold_keys(keys, key_id)[1:], [hold_id])
+    return HOLD_RELEASE.command(_hold_keys(keys, key_id)[1:], [hold_id])
 
 
 class Holds:

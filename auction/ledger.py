@@ -8,12 +8,13 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from auction.commands import Cmd, script, send_one
+from auction.commands import Cmd, Script, send_one
 from auction.keys import Keys
 from auction.resp import Arg
 from clearing.money import Nanos, PriceMicros
 
 PAGE = 500
+LEDGER_APPEND = Script("ledger_append")
 
 
 def _text(value: bytes | str) -> str:
@@ -96,7 +97,7 @@ def ledger_append_command(keys: Keys, entry: Settlement) -> Cmd:
     args: list[Arg] = [entry.clearing_id]
     for name, value in entry.fields().items():
         args += [name, value]
-    return script("ledger_append", [keys.ledger(), keys.ledger_marks()], args)
+    return LEDGER_APPEND.command([keys.ledger(), keys.ledger_marks()], args)
 
 
 class Ledger:

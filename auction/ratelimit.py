@@ -9,18 +9,18 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from auction.commands import Cmd, script, send_one
+from auction.commands import Cmd, Script, send_one
 from auction.errors import InvalidRequest, RateLimited
 from auction.keys import Keys
 
 WINDOW_MS = 60_000
+RATE_HIT = Script("rate_hit")
 
 
 def rate_hit_command(keys: Keys, key_id: str, limit_per_minute: int, now_ms: int) -> Cmd:
     """The `rate_hit` script for one request (for a batch, or `RateLimiter.hit`)."""
     window, elapsed = divmod(now_ms, WINDOW_MS)
-    return script(
-        "rate_hit",
+    return RATE_HIT.command(
         [keys.rate(key_id, window), keys.rate(key_id, window - 1)],
         [limit_per_minute, elapsed, WINDOW_MS],
     )
