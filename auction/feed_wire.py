@@ -7,13 +7,13 @@ here too, by pure functions that raise `BadCommand` with the interface's error c
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 from auction.book_stream import BookChange, ChangeKind
 from auction.offer_codec import expect_int, expect_str, offer_to_json
+from bidders import wirejson
 from clearing.money import Nanos, PriceMicros, format_price, format_usd, parse_price, parse_usd
 
 Channel = Literal["book", "trades"]
@@ -33,8 +33,8 @@ _CHANNELS_HELP = 'channels must be a non-empty list of "book" and/or "trades"'
 
 
 def dumps(value: object) -> str:
-    """Compact JSON, as every feed message is written."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text, as every feed message is written (`wirejson`'s, as text frames want)."""
+    return wirejson.dumps(value).decode()
 
 
 def rest_of(fields: Mapping[str, object]) -> str:
@@ -169,7 +169,7 @@ def parse_command(
     if len(data) > max_bytes:
         raise BadCommand("message_too_large", f"a message may be at most {max_bytes} bytes")
     try:
-        message = json.loads(data)
+        message = wirejson.loads(data)
     except (ValueError, RecursionError):
         raise BadCommand("invalid_json", "the message is not valid JSON") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
