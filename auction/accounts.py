@@ -15,6 +15,7 @@ from redis.typing import EncodableT, FieldT
 
 from auction.api_keys import KEY_PREFIX, check_name, key_record, read_key, token_hash
 from auction.api_keys import KeyRecord as KeyRecord  # re-export: auction.routes.feed
+from auction.book_stream import text
 from auction.budgets import Period, check_nanos, check_period, period_bounds, period_id
 from auction.errors import InvalidApiKey, InvalidRequest, NotFound
 from auction.holds import Clock, Holds
@@ -23,10 +24,6 @@ from auction.scripts import register
 from clearing.money import Nanos
 
 log = logging.getLogger(__name__)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +98,8 @@ class Accounts(Holds):
             raise InvalidApiKey("missing or malformed API key")
         digest = token_hash(token)
         key_id = await self._redis.hget(self._keys.key_index(), digest)
-        raw = await self._redis.hgetall(self._keys.account(_text(key_id))) if key_id else {}
-        stored = _text(raw.get(b"token_hash") or raw.get("token_hash") or "")
+        raw = await self._redis.hgetall(self._keys.account(text(key_id))) if key_id else {}
+        stored = text(raw.get(b"token_hash") or raw.get("token_hash") or "")
         if not raw or not hmac.compare_digest(stored, digest):
             raise InvalidApiKey("unknown API key")
         record = key_record(raw)
@@ -115,7 +112,7 @@ class Accounts(Holds):
         key_id = await self._redis.hget(self._keys.key_names(), name)
         if key_id is None:
             return None
-        raw = await self._redis.hgetall(self._keys.account(_text(key_id)))
+        raw = await self._redis.hgetall(self._keys.account(text(key_id)))
         return key_record(raw) if raw else None
 
     async def find_by_id(self, key_id: str) -> KeyRecord:
@@ -131,7 +128,7 @@ class Accounts(Holds):
         names = await self._redis.hgetall(self._keys.key_names())
         async with self._redis.pipeline(transaction=False) as pipe:
             for key_id in names.values():
-                pipe.hgetall(self._keys.account(_text(key_id)))
+                pipe.hgetall(self._keys.account(text(key_id)))
             rows: Sequence[dict[bytes | str, bytes | str]] = await pipe.execute()
         return sorted((key_record(raw) for raw in rows if raw), key=lambda r: r.name)
 
@@ -150,7 +147,7 @@ class Accounts(Holds):
         await self._redis.hset(account, "revoked", "1")
         digest = await self._redis.hget(account, "token_hash")
         if digest is not None:
-            await self._redis.hdel(self._keys.key_index(), _text(digest))
+            await self._redis.hdel(self._keys.key_index(), text(digest))
         event = {"type": "key_revoked", "key_id": record.key_id, "name": name}
         await self._redis.publish(self._keys.control_channel(), json.dumps(event))
         log.info("client key revoked: %s (%s)", name, record.key_id)
@@ -192,12 +189,12 @@ class Accounts(Holds):
             raise NotFound("no such key")
         now = self._clock() if self._clock else secs * 1000 + micros // 1000
         record = key_record(raw)
-        row = {_text(f): _text(v) for f, v in raw.items()}
+        row = {text(f): text(v) for f, v in raw.items()}
         stored = int(row["period_id"]) if row["period_id"] else None
         current = period_id(record.period, now)
         spent = int(row["spent"]) if stored is not None and stored >= current else 0
-        live = {_text(m) for m, expires in expiries if expires > now}
-        held = sum(int(v) for m, v in amounts.items() if _text(m) in live)
+        live = {text(m) for m, expires in expiries if expires > now}
+        held = sum(int(v) for m, v in amounts.items() if text(m) in live)
         start, end = period_bounds(record.period, now)
         remaining = max(0, record.budget - spent - held)
         return AccountSnapshot(record, Nanos(spent), Nanos(held), Nanos(remaining), start, end)

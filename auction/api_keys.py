@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from auction.book_stream import text
 from auction.budgets import Period, check_period
 from auction.errors import InvalidRequest, NotFound
 from auction.keys import Keys
@@ -15,10 +16,6 @@ from clearing.money import Nanos
 
 KEY_PREFIX = "sk-auc-"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def token_hash(token: str) -> str:
@@ -40,7 +37,7 @@ class KeyRecord:
 
 def key_record(raw: dict[bytes | str, bytes | str]) -> KeyRecord:
     """The record of a stored account hash."""
-    row = {_text(k): _text(v) for k, v in raw.items()}
+    row = {text(k): text(v) for k, v in raw.items()}
     return KeyRecord(
         key_id=row["id"],
         name=row["name"],

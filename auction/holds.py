@@ -10,6 +10,7 @@ from typing import Literal, cast, get_args
 import redis.asyncio as aioredis
 
 from auction.api_keys import KeyRecord, read_key
+from auction.book_stream import text
 from auction.budgets import check_nanos
 from auction.commands import Cmd, Script, send_one
 from auction.errors import BudgetExceeded, InvalidApiKey, InvalidRequest
@@ -27,10 +28,6 @@ SETTLED_KEEP_MS = 7 * 86_400_000
 HOLD = Script("hold", "account_lib")
 HOLD_SETTLE = Script("hold_settle", "account_lib")
 HOLD_RELEASE = Script("hold_release")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +117,7 @@ class Holds:
             raise InvalidRequest("ttl_ms must be a positive whole number", param="ttl_ms")
         cmd = hold_command(self._keys, key_id, hold_id, amount, ttl_ms, self._now_arg())
         reply = cast(list[bytes], await send_one(self._redis, cmd))
-        status, spent, held = _text(reply[0]), int(reply[1]), int(reply[2])
+        status, spent, held = text(reply[0]), int(reply[1]), int(reply[2])
         if status == "ok":
             return
         if status in ("no_account", "revoked"):
@@ -148,7 +145,7 @@ class Holds:
         charge = check_nanos(charge, "charge")
         cmd = hold_settle_command(self._keys, key_id, hold_id, charge, self._now_arg())
         reply = cast(list[bytes], await send_one(self._redis, cmd))
-        status, charged, counted = _text(reply[0]), int(reply[1]), bool(reply[2])
+        status, charged, counted = text(reply[0]), int(reply[1]), bool(reply[2])
         capped = status == "settled" and charged < charge
         if capped:
             log.warning(

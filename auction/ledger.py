@@ -8,6 +8,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
+from auction.book_stream import text
 from auction.commands import Cmd, Script, send_one
 from auction.keys import Keys
 from auction.resp import Arg
@@ -15,10 +16,6 @@ from clearing.money import Nanos, PriceMicros
 
 PAGE = 500
 LEDGER_APPEND = Script("ledger_append")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +69,7 @@ class Settlement:
     @classmethod
     def from_fields(cls, raw: Mapping[bytes | str, bytes | str]) -> Settlement:
         """Rebuild an entry read back from the stream."""
-        f = {_text(k): _text(v) for k, v in raw.items()}
+        f = {text(k): text(v) for k, v in raw.items()}
         return cls(
             clearing_id=f["clearing_id"],
             key_id=f["key_id"],
@@ -114,7 +111,7 @@ class Ledger:
         the first entry's id comes back (even if this entry differs; the first one stands).
         """
         entry_id = await send_one(self._redis, ledger_append_command(self._keys, entry))
-        return _text(cast(bytes, entry_id))
+        return text(cast(bytes, entry_id))
 
     async def get(self, clearing_id: str) -> Settlement | None:
         """The settlement written for a clearing, or None."""
@@ -142,10 +139,10 @@ class Ledger:
                     continue
                 entry = Settlement.from_fields(raw)
                 if key_id is None or entry.key_id == key_id:
-                    yield _text(raw_id), entry
+                    yield text(raw_id), entry
             if last is None or len(rows or []) < PAGE:
                 return
-            start = f"({_text(last)}"
+            start = f"({text(last)}"
 
     async def total_for(self, key_id: str) -> Nanos:
         """Everything the key has been charged, summed over the whole ledger (reconciliation)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
+from auction.api_keys import token_hash
 from auction.errors import InvalidApiKey, InvalidRequest, NotFound
 from auction.keys import Keys
 from auction.scripts import register
@@ -25,10 +25,6 @@ TOKEN_PREFIX = "bt-"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 MAX_URL = 2048
 MAX_API_KEY = 8192
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +114,7 @@ class Providers:
         base_url = check_registration(name, api, base_url, api_key)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         secs, micros = await self._redis.time()
-        digest = _hash(token)
+        digest = token_hash(token)
         data = {
             "name": name,
             "api": api,
@@ -145,7 +141,7 @@ class Providers:
         """
         if not token or not token.startswith(TOKEN_PREFIX):
             raise InvalidApiKey("missing or malformed bidder token")
-        digest = _hash(token)
+        digest = token_hash(token)
         name = await self._redis.hget(self._keys.provider_tokens(), digest)
         raw = await self._redis.hget(self._keys.providers(), name) if name is not None else None
         stored = str(json.loads(raw).get("token_hash") or "") if raw is not None else ""
@@ -207,7 +203,7 @@ class Providers:
                 raise NotFound(f"no provider named {name!r}")
             data = json.loads(raw)
             token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-            old, data["token_hash"] = data["token_hash"], _hash(token)
+            old, data["token_hash"] = data["token_hash"], token_hash(token)
             done = await self._rotate(
                 keys=[self._keys.providers(), self._keys.provider_tokens()],
                 args=[name, old, data["token_hash"], json.dumps(data)],
