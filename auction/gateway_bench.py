@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from auction.book import Book
 from auction.catalogue import default_catalogue
 from auction.keys import Keys
+from auction.serve import local_process
 from auction.settings import Settings
 from clearing.money import PriceMicros
 
@@ -188,15 +189,8 @@ async def bench_gateway(redis_url: str, prefix: str, quick: bool) -> dict[str, o
         {"redis_url": redis_url, "key_prefix": prefix, "admin_token": ADMIN_TOKEN,
          "rate_limit_per_minute": 10**9, "log_level": "warning"}
     )  # fmt: skip
-    payload = settings.model_dump(mode="json")
-    payload["admin_token"] = ADMIN_TOKEN
-    env = {**os.environ, "AUCTION_SETTINGS_JSON": json.dumps(payload)}
     sim = [sys.executable, "-m", "bidders.simulated", "--api", "openai", "--port", str(sim_port)]
-    market = [
-        sys.executable, "-m", "uvicorn", "auction.serve:app_from_env", "--factory",
-        "--host", "127.0.0.1", "--port", str(market_port), "--log-level", "warning",
-        "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-    ]  # fmt: skip
+    market, env = local_process(settings, market_port, lean=True)
     count, seconds = (300, 2.0) if quick else (2000, 5.0)
     client = aioredis.Redis.from_url(redis_url)
     results: dict[str, object] = {"concurrency_1_requests": count, "throughput_seconds": seconds}

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from auction.gateway_bench import _free_port, _process, _quantile_ms, _wait_http
+from auction.serve import local_process
 from auction.settings import Settings
 from bidders.messages import WS_PATH
 from clearing.money import PriceMicros, format_price
@@ -91,14 +92,7 @@ async def bench_ingest(redis_url: str, prefix: str, quick: bool) -> dict[str, ob
         {"redis_url": redis_url, "key_prefix": prefix, "admin_token": ADMIN_TOKEN,
          "log_level": "warning", "max_messages_per_second": 100_000}
     )  # fmt: skip
-    payload = settings.model_dump(mode="json")
-    payload["admin_token"] = ADMIN_TOKEN
-    env = {**os.environ, "AUCTION_SETTINGS_JSON": json.dumps(payload)}
-    market = [
-        sys.executable, "-m", "uvicorn", "auction.serve:app_from_env", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-    ]  # fmt: skip
+    market, env = local_process(settings, port, lean=True)
     warmup_s, window_s, idle_s = (1.0, 3.0, 1.0) if quick else (2.0, 10.0, 3.0)
     base = f"http://127.0.0.1:{port}"
     try:

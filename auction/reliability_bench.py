@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import random
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,6 +17,7 @@ from auction.catalogue import default_catalogue
 from auction.gateway_bench import _free_port, _process, _wait_http
 from auction.keys import Keys
 from auction.ledger import Ledger
+from auction.serve import local_process
 from auction.settings import Settings
 from bidders.simulated.behaviour import SimConfig
 from bidders.simulated.server import SimulatedProvider
@@ -49,17 +47,10 @@ def _servers(redis_url: str, prefix: str, size: LoadSize) -> Iterator[list[str]]
          # 30% random faults are not a sick provider: keep every offer in play
          "failures_to_cool_down": 10**6, "default_timeout_ms": 20_000}
     )  # fmt: skip
-    payload = settings.model_dump(mode="json")
-    payload["admin_token"] = ADMIN_TOKEN
-    env = {**os.environ, "AUCTION_SETTINGS_JSON": json.dumps(payload)}
     ports = [_free_port() for _ in range(size.servers)]
     with contextlib.ExitStack() as stack:
         for port in ports:
-            command = [
-                sys.executable, "-m", "uvicorn", "auction.serve:app_from_env", "--factory",
-                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-            ]  # fmt: skip
-            stack.enter_context(_process(command, env))
+            stack.enter_context(_process(*local_process(settings, port)))
         yield [f"http://127.0.0.1:{port}" for port in ports]
 
 

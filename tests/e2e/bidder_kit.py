@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -20,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from auction.book import Book
+from auction.serve import local_process
 from auction.settings import Settings
 from clearing.types import Offer
 from tests.e2e.conftest import (
@@ -181,13 +180,7 @@ async def wins_at(base: str, key: str, provider: str, offer_id: str) -> bool:
 
 def spawn(settings: Settings, port: int) -> subprocess.Popen[bytes]:
     """One marketplace process on `port`, started as `server_processes` starts them."""
-    payload = settings.model_dump(mode="json")
-    payload["admin_token"] = ADMIN_TOKEN
-    env = {**os.environ, "AUCTION_SETTINGS_JSON": json.dumps(payload)}
-    command = [
-        sys.executable, "-m", "uvicorn", "auction.serve:app_from_env", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-    ]  # fmt: skip
+    command, env = local_process(settings, port)
     return subprocess.Popen(command, env=env)
 
 

@@ -14,11 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +31,7 @@ from auction.book import Book
 from auction.feed import FeedLimits
 from auction.keys import Keys
 from auction.market import Market
+from auction.serve import local_process
 from auction.settings import Settings
 from bidders.simulated.behaviour import SimConfig
 from bidders.simulated.server import SimulatedProvider
@@ -229,19 +227,12 @@ def server_processes(settings: Settings, count: int) -> Iterator[list[str]]:
     Yields their base URLs once every one answers /readyz. Blocking: call it from a thread in
     async tests.
     """
-    payload = settings.model_dump(mode="json")
-    if settings.admin_token is not None:
-        payload["admin_token"] = settings.admin_token.get_secret_value()
-    env = {**os.environ, "AUCTION_SETTINGS_JSON": json.dumps(payload)}
     procs: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
     try:
         for _ in range(count):
             port = free_port()
-            command = [
-                sys.executable, "-m", "uvicorn", "auction.serve:app_from_env", "--factory",
-                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-            ]  # fmt: skip
+            command, env = local_process(settings, port)
             procs.append(subprocess.Popen(command, env=env))
             urls.append(f"http://127.0.0.1:{port}")
         for proc, url in zip(procs, urls, strict=True):

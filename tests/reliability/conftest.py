@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +20,7 @@ from auction.accounts import Accounts
 from auction.catalogue import load_catalogue
 from auction.keys import Keys
 from auction.ledger import Ledger
+from auction.serve import local_process
 from auction.settings import Settings
 from clearing.money import parse_price
 from clearing.types import Offer
@@ -94,18 +92,11 @@ def processes(
     settings: Settings, count: int
 ) -> Iterator[list[tuple[subprocess.Popen[bytes], str]]]:
     """Like `server_processes`, but yields (process, base URL) so a test can kill one."""
-    payload = settings.model_dump(mode="json")
-    if settings.admin_token is not None:
-        payload["admin_token"] = settings.admin_token.get_secret_value()
-    env = {**os.environ, "AUCTION_SETTINGS_JSON": json.dumps(payload)}
     started: list[tuple[subprocess.Popen[bytes], str]] = []
     try:
         for _ in range(count):
             port = free_port()
-            command = [
-                sys.executable, "-m", "uvicorn", "auction.serve:app_from_env", "--factory",
-                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-            ]  # fmt: skip
+            command, env = local_process(settings, port)
             started.append((subprocess.Popen(command, env=env), f"http://127.0.0.1:{port}"))
         for proc, url in started:
             _wait_ready(proc, url)
