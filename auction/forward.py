@@ -341,10 +341,10 @@ class Forwarder:
                 first = decoder.feed(data)
             return Opened(resp, body, decoder, first, started, self._clock())
         except httpx.HTTPError as exc:
-            await resp.aclose()
+            resp.close()
             raise provider_error(exc) from None
         except BaseException:
-            await resp.aclose()
+            resp.close()
             raise
 
 

@@ -181,11 +181,9 @@ class Exchange:
         """The whole body; the connection goes back to the pool."""
         return b"".join([piece async for piece in self.body])
 
-    async def aclose(self) -> None:
-        self.body.close()
-
     def close(self) -> None:
-        """`aclose` without awaiting: it never waits, so nothing can interrupt it."""
+        """Give the connection back (closed if the body was not read to its end); never waits,
+        so nothing can interrupt it."""
         self.body.close()
 
 
