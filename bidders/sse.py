@@ -54,15 +54,13 @@ class SseParser:
         events: list[SseEvent] = []
         if b"\r" not in buffer:  # the usual case, LF only: a plain split is several times faster
             *lines, self._buffer = buffer.split(b"\n")
-            for raw in lines:  # `_line` inlined for the two lines every event has
-                if not raw:
-                    if self._data:
-                        events.append(SseEvent(self._event or "message", "\n".join(self._data)))
-                    self._event, self._data = "", []
-                elif raw.startswith(b"data: "):
+            for raw in lines:
+                if raw.startswith(b"data: "):  # the line every event has: `_line`, in short
                     self._data.append(_decode(raw[6:]))
-                else:
-                    self._line(raw)
+                    continue
+                event = self._line(raw)
+                if event is not None:
+                    events.append(event)
             if len(self._buffer) > self._max_line:
                 raise UpstreamBadResponse(f"event-stream line longer than {self._max_line} bytes")
             return events
